@@ -1,0 +1,1 @@
+"""Talking to the Powabase API: typed stream events and the streaming client."""

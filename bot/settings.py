@@ -1,0 +1,91 @@
+"""The one settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+# Which variables each command needs on top of the defaults.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "run": ("SLACK_BOT_TOKEN", "POWABASE_URL", "POWABASE_API_KEY", "POWABASE_ORCHESTRATION_ID"),
+    "provision": ("POWABASE_URL", "POWABASE_API_KEY"),
+    "doctor": (),
+}
+
+
+class Settings(BaseSettings):
+    """Everything powabot reads from its environment. Names are the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    SLACK_BOT_TOKEN: SecretStr | None = None
+    SLACK_APP_TOKEN: SecretStr | None = None
+    SLACK_SIGNING_SECRET: SecretStr | None = None
+    SLACK_API_URL: str = "https://slack.com/api/"
+    PORT: int = Field(default=3000, ge=0, le=65535)
+
+    POWABASE_URL: AnyHttpUrl | None = None
+    POWABASE_API_KEY: SecretStr | None = None
+    POWABASE_ORCHESTRATION_ID: str | None = None
+
+    POWABOT_STORE: str = "sqlite:///powabot.db"
+    SUPABASE_URL: AnyHttpUrl | None = None
+    SUPABASE_SERVICE_ROLE_KEY: SecretStr | None = None
+
+    LOG_FORMAT: Literal["json", "console"] = "json"
+    LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Streaming behaviour (issue 6 tunes these; defaults suit Slack's documented limits).
+    POWABOT_NATIVE_STREAMING: bool = False
+    POWABOT_EDIT_INTERVAL: float = Field(default=1.0, gt=0)
+    POWABOT_WORKSPACE_EDITS_PER_MINUTE: float = Field(default=50.0, gt=0)
+    POWABOT_STALL_NOTICE_AFTER: float = Field(default=8.0, gt=0)
+    POWABOT_UPSTREAM_TIMEOUT: float = Field(default=120.0, gt=0)
+
+    @field_validator("SLACK_API_URL")
+    @classmethod
+    def _api_url_ends_with_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def socket_mode(self) -> bool:
+        """Socket Mode when an app-level token is set, HTTP mode otherwise."""
+        return self.SLACK_APP_TOKEN is not None
+
+    @property
+    def powabase_url(self) -> str:
+        return str(self.POWABASE_URL).rstrip("/") if self.POWABASE_URL else ""
+
+    def require(self, command: str) -> Settings:
+        """Check the variables `command` needs; raise one ConfigError naming every missing one."""
+        problems = [
+            f"{name} is required for `powabot {command}`"
+            for name in REQUIRED.get(command, ())
+            if getattr(self, name) in (None, "")
+        ]
+        if command == "run" and not self.socket_mode and self.SLACK_SIGNING_SECRET is None:
+            problems.append(
+                "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode) is required"
+            )
+        if bool(self.SUPABASE_URL) != bool(self.SUPABASE_SERVICE_ROLE_KEY):
+            problems.append("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set together")
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's validation errors into one ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(problems) from exc

@@ -1,0 +1,249 @@
+"""What one answer looks like at any instant, and how each stream event changes it.
+
+`AnswerState.apply(event, now)` is deterministic and does no I/O: give it the same events and
+clock readings and it ends in the same state. The renderer turns this state into Slack payloads;
+the publisher sends them. Nothing here knows about Slack.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.powabase.events import (
+    ChunkEvent,
+    CompleteEvent,
+    ContentDeltaEvent,
+    DelegationCompletedEvent,
+    DelegationStartedEvent,
+    ErrorEvent,
+    OrchestrationCompletedEvent,
+    StartEvent,
+    StreamEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+
+DELEGATE_PREFIX = "delegate_to_"
+
+
+class Phase(enum.StrEnum):
+    WAITING = "waiting"  # nothing heard yet from Powabase
+    WORKING = "working"  # the coordinator is routing / specialists are searching
+    STREAMING = "streaming"  # answer text is arriving
+    DONE = "done"  # `complete` arrived; text is final
+    FAILED = "failed"  # the run ended without a full answer; `error` says why
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an answer could not be completed; the renderer picks the user's words from this."""
+
+    UNREACHABLE = "unreachable"  # Powabase could not be reached
+    REJECTED = "rejected"  # Powabase answered non-2xx before streaming
+    RUN_FAILED = "run_failed"  # an `error` event, or `complete` with status failed
+    INTERRUPTED = "interrupted"  # stream broke off or ended without `complete`
+    TIMEOUT = "timeout"  # Powabase went silent for too long
+    SHUTDOWN = "shutdown"  # the bot is stopping with this answer in flight
+    INTERNAL = "internal"  # a bug on our side
+
+
+@dataclass(frozen=True)
+class AnswerError:
+    kind: ErrorKind
+    detail: str = ""  # for logs and the trace; never shown to the user verbatim
+
+
+class ActivityKind(enum.StrEnum):
+    THINKING = "thinking"  # the coordinator is reading the question
+    DELEGATING = "delegating"  # asking a specialist (agent)
+    SEARCHING = "searching"  # a knowledge-base search (query)
+    TOOL = "tool"  # some other tool (tool)
+    SYNTHESIZING = "synthesizing"  # specialists are done, the coordinator writes the answer
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the orchestration is doing right now, before (or between) answer text."""
+
+    kind: ActivityKind
+    agent: str | None = None
+    query: str | None = None
+    tool: str | None = None
+
+
+@dataclass
+class ToolStep:
+    tool_name: str
+    call_id: str | None
+    query: str | None
+    result_preview: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass
+class Delegation:
+    agent: str
+    task: str | None
+    child_execution_id: str | None
+    started_at: float
+    completed_at: float | None = None
+    status: str | None = None
+    steps: int | None = None
+    usage: dict[str, Any] | None = None
+    tool_calls: list[ToolStep] = field(default_factory=list)
+    report: str = ""  # the specialist's streamed report to the coordinator
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.completed_at is None else self.completed_at - self.started_at
+
+
+def _query_of(arguments: Any) -> str | None:
+    if isinstance(arguments, dict):
+        for key in ("query", "q", "question", "task", "search"):
+            value = arguments.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+    if isinstance(arguments, str) and arguments:
+        return arguments
+    return None
+
+
+@dataclass
+class AnswerState:
+    """One answer in progress; mutate only through `apply`, `fail` and `mark_stalled`."""
+
+    question: str = ""
+    started_at: float = 0.0
+    phase: Phase = Phase.WAITING
+    activity: Activity | None = None
+    text: str = ""
+    run_id: str | None = None
+    session_id: str | None = None
+    delegations: list[Delegation] = field(default_factory=list)
+    coordinator_tools: list[ToolStep] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    steps: int | None = None
+    error: AnswerError | None = None
+    stalled: bool = False
+    ended_at: float | None = None
+    unknown_events: int = 0
+    _open: dict[str, Delegation] = field(default_factory=dict, repr=False)
+    _calls: dict[str, ToolStep] = field(default_factory=dict, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (Phase.DONE, Phase.FAILED)
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    def _current_delegation(self) -> Delegation | None:
+        return next(reversed(self._open.values()), None) if self._open else None
+
+    def apply(self, event: StreamEvent, now: float) -> None:
+        """Fold one stream event into the state."""
+        if self.finished:
+            return
+        self.stalled = False
+        if self.phase is Phase.WAITING:
+            self.phase = Phase.WORKING
+            self.activity = Activity(ActivityKind.THINKING)
+        match event:
+            case StartEvent():
+                self.run_id = event.run_id or self.run_id
+                self.session_id = event.session_id or self.session_id
+            case DelegationStartedEvent():
+                d = Delegation(event.agent, event.task, event.child_execution_id, started_at=now)
+                self.delegations.append(d)
+                self._open[event.child_execution_id or f"{event.agent}#{len(self.delegations)}"] = d
+                if self.phase is Phase.WORKING:
+                    self.activity = Activity(ActivityKind.DELEGATING, agent=event.agent)
+            case DelegationCompletedEvent():
+                key = event.child_execution_id
+                d = self._open.pop(key, None) if key else None
+                if d is None:  # match by agent when ids are missing
+                    for k, candidate in list(self._open.items()):
+                        if candidate.agent == event.agent:
+                            d = self._open.pop(k)
+                            break
+                if d is not None:
+                    d.completed_at = now
+                    d.status, d.steps, d.usage = event.status, event.steps, event.usage
+                if not self._open and self.phase is Phase.WORKING:
+                    self.activity = Activity(ActivityKind.SYNTHESIZING)
+            case ToolCallEvent():
+                if event.tool_name.startswith(DELEGATE_PREFIX):
+                    return  # the delegation_started event tells the same story with more detail
+                step = ToolStep(event.tool_name, event.call_id, _query_of(event.arguments))
+                if event.call_id:
+                    self._calls[event.call_id] = step
+                current = self._current_delegation()
+                (current.tool_calls if current else self.coordinator_tools).append(step)
+                if self.phase is Phase.WORKING:
+                    searching = "search" in event.tool_name or "knowledge" in event.tool_name
+                    self.activity = Activity(
+                        ActivityKind.SEARCHING if searching else ActivityKind.TOOL,
+                        agent=current.agent if current else None,
+                        query=step.query,
+                        tool=event.tool_name,
+                    )
+            case ToolResultEvent():
+                found = self._calls.get(event.call_id) if event.call_id else None
+                if found is not None:
+                    found.result_preview = event.result_preview
+                    found.duration_ms = event.duration_ms
+            case ContentDeltaEvent():
+                current = self._current_delegation()
+                if current is not None:
+                    current.report += event.delta
+                elif event.delta:
+                    self.text += event.delta
+                    self.phase = Phase.STREAMING
+                    self.activity = None
+            case ChunkEvent():
+                if event.content:
+                    self.text = event.content
+            case OrchestrationCompletedEvent():
+                self.usage = event.usage or self.usage
+                self.steps = event.steps or self.steps
+            case CompleteEvent():
+                if event.content:
+                    self.text = event.content
+                self.run_id = event.run_id or self.run_id
+                self.session_id = event.session_id or self.session_id
+                self.usage = event.usage or self.usage
+                self.steps = event.steps or self.steps
+                self.activity = None
+                self.ended_at = now
+                if event.status == "failed":
+                    detail = str(event.error or "run failed")
+                    self.error = AnswerError(ErrorKind.RUN_FAILED, detail)
+                    self.phase = Phase.FAILED
+                else:
+                    self.phase = Phase.DONE
+            case ErrorEvent():
+                self.fail(ErrorKind.RUN_FAILED, event.message, now)
+            case _:
+                if event.event not in ("orchestration_started", "step_started", "step_completed"):
+                    self.unknown_events += 1
+
+    def fail(self, kind: ErrorKind, detail: str, now: float) -> None:
+        """End the answer without a full reply; whatever text arrived stays."""
+        if self.finished:
+            return
+        self.error = AnswerError(kind, detail)
+        self.phase = Phase.FAILED
+        self.activity = None
+        self.ended_at = now
+        for d in self._open.values():
+            d.status = d.status or "interrupted"
+        self._open.clear()
+
+    def mark_stalled(self) -> None:
+        """Nothing arrived for a while: the renderer shows a gentle "still working" note."""
+        if not self.finished:
+            self.stalled = True

@@ -1,0 +1,90 @@
+"""The session store interface every backend implements (SQLite, Supabase, Postgres).
+
+The store is the only shared state between bot replicas: the Slack thread → Powabase session map,
+the last run of each conversation, and the Slack event ids already claimed (dedupe).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+TITLE_MAX = 80
+EVENT_RETENTION_HOURS = 24
+
+
+@dataclass(frozen=True)
+class ThreadKey:
+    """One conversation: a Slack user in a Slack thread of one workspace."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    key: ThreadKey
+    agent_session_id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_run_id: str | None = None
+    last_run_status: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    backend: str
+    reachable: bool
+    migrated: bool
+    detail: str = ""
+
+
+def make_title(question: str) -> str:
+    """The first question, on one line, shortened to fit a list of conversations."""
+    one_line = " ".join(question.split())
+    if len(one_line) <= TITLE_MAX:
+        return one_line
+    return one_line[: TITLE_MAX - 1].rstrip() + "…"
+
+
+def new_agent_session_id() -> str:
+    """A fresh id in Powabase's own format; Powabase adopts an unknown id as a new session."""
+    return f"orch_sess_{secrets.token_hex(6)}"
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    backend: str
+
+    async def open(self) -> None:
+        """Connect (and for embedded stores, create the schema)."""
+
+    async def close(self) -> None: ...
+
+    async def get_session(self, key: ThreadKey) -> ChatSession | None: ...
+
+    async def reserve_session(
+        self, key: ThreadKey, agent_session_id: str, title: str | None
+    ) -> ChatSession:
+        """Insert the mapping unless one exists; return the row that exists afterwards.
+
+        Two first messages racing in one thread both get the same (winning) row.
+        """
+
+    async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
+        """Record the id Powabase reported in `start` when it differs from the reserved one."""
+
+    async def record_run(
+        self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]
+    ) -> None:
+        """Remember the last run of a conversation (status + delegation trace), touch updated_at."""
+
+    async def claim_event(self, event_id: str) -> bool:
+        """True exactly once per Slack event id across every replica sharing this store."""
+
+    async def health(self) -> StoreHealth: ...

@@ -82,10 +82,39 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings, turning pydantic's validation errors into one ConfigError."""
+def load_settings(command: str | None = None, **overrides: object) -> Settings:
+    """Read settings (checked for `command` when given); every problem goes in one ConfigError."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
+        bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
         problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        if command is not None:
+            # Also name the required variables that are simply absent.
+            try:
+                valid = {k: v for k, v in _raw_values().items() if k not in bad}
+                Settings.model_construct(**valid).require(command)
+            except ConfigError as missing:
+                problems += [p for p in missing.problems if p.split(" ")[0] not in bad]
+            except ValidationError:
+                pass
         raise ConfigError(problems) from exc
+    if command is not None:
+        settings.require(command)
+    return settings
+
+
+def _raw_values() -> dict[str, str]:
+    """The raw variables as pydantic-settings would see them (environment over `.env`)."""
+    import os
+
+    from dotenv import dotenv_values
+
+    names = set(Settings.model_fields)
+    values: dict[str, str] = {}
+    env_file = dotenv_values(".env") if os.path.exists(".env") else {}
+    for name in names:
+        raw = os.environ.get(name, env_file.get(name))
+        if raw is not None:
+            values[name] = raw
+    return values

@@ -1,0 +1,226 @@
+"""Answering one question: store lookup, the Powabase stream, and the Slack reply kept in step.
+
+This is where a conversation must end with a reply whatever happens, so it is the one place with
+a broad `except Exception`: the user sees a notice chosen by error class, never `str(exc)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot.errors import (
+    SlackDeliveryError,
+    StoreError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamRunError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from bot.powabase.client import PowabaseClient
+from bot.powabase.events import StartEvent
+from bot.render import render_answer, render_trace
+from bot.slack.publisher import AnswerStream, Publisher
+from bot.state import AnswerState, ErrorKind, Phase
+from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_session_id
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Question:
+    """A Slack message we decided to answer, read out of the raw event at the edge."""
+
+    event_id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    text: str
+    ts: str
+    thread_ts: str | None = None
+    channel_type: str | None = None
+
+    @property
+    def reply_thread_ts(self) -> str:
+        """Answers always go in a thread: the message's own thread, or a new one under it."""
+        return self.thread_ts or self.ts
+
+    @property
+    def key(self) -> ThreadKey:
+        return ThreadKey(self.team_id, self.channel_id, self.reply_thread_ts, self.user_id)
+
+
+def _error_kind(exc: BaseException) -> ErrorKind:
+    match exc:
+        case UpstreamConnectError():
+            return ErrorKind.UNREACHABLE
+        case UpstreamStatusError():
+            return ErrorKind.REJECTED
+        case UpstreamRunError():
+            return ErrorKind.RUN_FAILED
+        case UpstreamTimeoutError():
+            return ErrorKind.TIMEOUT
+        case UpstreamError():
+            return ErrorKind.INTERRUPTED
+        case _:
+            return ErrorKind.INTERNAL
+
+
+def trace_record(state: AnswerState) -> dict[str, Any]:
+    """The delegation trace as plain data, for the store."""
+    return {
+        "run_id": state.run_id,
+        "steps": state.steps,
+        "usage": state.usage,
+        "duration_s": state.duration_s,
+        "error": state.error.kind.value if state.error else None,
+        "delegations": [
+            {
+                "agent": d.agent,
+                "task": d.task,
+                "status": d.status,
+                "duration_s": d.duration_s,
+                "usage": d.usage,
+                "tool_calls": [
+                    {"tool": t.tool_name, "query": t.query, "duration_ms": t.duration_ms}
+                    for t in d.tool_calls
+                ],
+            }
+            for d in state.delegations
+        ],
+    }
+
+
+class Answerer:
+    """Answers questions; holds no per-conversation state between questions (the store does)."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        powabase: PowabaseClient,
+        publisher: Publisher,
+        stall_after: float = 8.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.powabase = powabase
+        self.publisher = publisher
+        self.stall_after = stall_after
+        self.clock = clock
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.finished = 0  # answers that reached their final Slack state (tests wait on it)
+
+    async def answer(self, q: Question) -> AnswerState | None:
+        """Answer `q` in its thread unless this Slack event was already claimed."""
+        structlog.contextvars.bind_contextvars(
+            team=q.team_id, channel=q.channel_id, thread_ts=q.reply_thread_ts, event_id=q.event_id
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add(task)
+        try:
+            try:
+                first = await self.store.claim_event(q.event_id)
+            except StoreError as exc:  # answering twice beats not answering at all
+                log.error("event_claim_failed", error=str(exc))
+                first = True
+            if not first:
+                log.info("event_duplicate_ignored")
+                return None
+            return await self._answer(q)
+        finally:
+            if task is not None:
+                self.in_flight.discard(task)
+            structlog.contextvars.clear_contextvars()
+
+    async def _answer(self, q: Question) -> AnswerState:
+        state = AnswerState(question=q.text, started_at=self.clock())
+        stream = self.publisher.open(q.team_id, q.channel_id, q.reply_thread_ts)
+        await stream.start(render_answer(state))
+        log.info("answer_started")
+        last_event = [self.clock()]
+        watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
+        cancelled = False
+        try:
+            await self._run(q, state, stream, last_event)
+        except asyncio.CancelledError:
+            cancelled = True
+            state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())
+        except UpstreamError as exc:
+            log.warning("upstream_failed", error_type=type(exc).__name__, error=str(exc))
+            state.fail(_error_kind(exc), str(exc), self.clock())
+        except Exception as exc:
+            log.exception("answer_crashed")
+            state.fail(_error_kind(exc), type(exc).__name__, self.clock())
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await self._finish(q, state, stream)
+        if cancelled:
+            raise asyncio.CancelledError
+        return state
+
+    async def _run(
+        self, q: Question, state: AnswerState, stream: AnswerStream, last_event: list[float]
+    ) -> None:
+        session = await self.store.get_session(q.key)
+        if session is None:
+            session = await self.store.reserve_session(
+                q.key, new_agent_session_id(), make_title(q.text)
+            )
+            log.info("session_created", agent_session_id=session.agent_session_id)
+        events = self.powabase.stream_run(q.text, session.agent_session_id)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                now = self.clock()
+                last_event[0] = now
+                state.apply(event, now)
+                if isinstance(event, StartEvent):
+                    structlog.contextvars.bind_contextvars(run_id=event.run_id)
+                    if event.session_id and event.session_id != session.agent_session_id:
+                        await self.store.set_agent_session_id(q.key, event.session_id)
+                if state.phase is not Phase.DONE:
+                    stream.update(render_answer(state))
+
+    async def _watch_for_stalls(
+        self, state: AnswerState, stream: AnswerStream, last_event: list[float]
+    ) -> None:
+        while not state.finished:
+            await asyncio.sleep(min(1.0, self.stall_after / 4))
+            if not state.stalled and self.clock() - last_event[0] >= self.stall_after:
+                state.mark_stalled()
+                stream.update(render_answer(state))
+
+    async def _finish(self, q: Question, state: AnswerState, stream: AnswerStream) -> None:
+        extra = render_trace(state) if state.phase is Phase.DONE and state.delegations else []
+        try:
+            await stream.finish(render_answer(state), extra)
+        except SlackDeliveryError as exc:
+            log.error("answer_undeliverable", method=exc.method, error=exc.error)
+        log.info(
+            "answer_finished",
+            phase=state.phase.value,
+            error=state.error.kind.value if state.error else None,
+            slack_calls=stream.calls,
+            chars=len(state.text),
+            delegations=[d.agent for d in state.delegations],
+        )
+        try:
+            await self.store.record_run(
+                q.key,
+                run_id=state.run_id,
+                status=state.phase.value,
+                trace=trace_record(state),
+            )
+        except StoreError as exc:
+            log.error("store_record_failed", error=str(exc))
+        self.finished += 1

@@ -1,0 +1,305 @@
+"""`powabot demo`: the production bot against local Slack and Powabase stand-ins, narrated.
+
+Everything the bot does here is the code `powabot run` runs; only the base URLs point at the
+stand-ins in `sandbox/`. The Powabase stand-in is provisioned through `provisioning/` first, so
+the answers come from the files in `seed-content/` that were just uploaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from bot.logs import configure_logging
+from bot.service import Powabot
+from bot.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+TEAM_USER = "U0ALICE"
+SUPPORT_CHANNEL = "C0SUPPORT"
+SCRIPT: list[tuple[str, str]] = [
+    ("dm", "What's the refund window if I cancel an annual Pro plan?"),
+    ("mention", "How do I authenticate against your REST API?"),
+    ("followup", "And what happens when I hit the rate limit?"),
+]
+
+
+@dataclass
+class Turn:
+    label: str
+    question: str
+    channel: str
+    thread_ts: str = ""
+    t_asked: float = 0.0
+    lines: list[str] = field(default_factory=list)
+
+
+def _short(text: str, width: int = 96) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _indent(text: str, prefix: str = "    │ ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines() or [""])
+
+
+def _trace_text(message: Any) -> str:
+    """What a reader sees of the trace message: its container children, else its fallback."""
+    parts: list[str] = []
+    for block in message.blocks or []:
+        if block.get("type") == "container":
+            parts.append(f"▸ {block.get('title', '')}  (collapsed by default)")
+            for child in block.get("child_blocks", []):
+                parts.extend(_block_texts(child))
+        else:
+            parts.extend(_block_texts(block))
+    if not parts:
+        for attachment in message.attachments or []:
+            parts.append(str(attachment.get("title", "")))
+            parts.append(str(attachment.get("text", "")))
+    return "\n".join(p for p in parts if p) or message.text
+
+
+def _block_texts(block: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    text = block.get("text")
+    if isinstance(text, dict):
+        out.append(str(text.get("text", "")))
+    elif isinstance(text, str):
+        out.append(text)
+    for element in block.get("elements", []) or []:
+        if isinstance(element, dict) and "text" in element:
+            value = element["text"]
+            out.append(value if isinstance(value, str) else str(value.get("text", "")))
+    for fld in block.get("fields", []) or []:
+        out.append(str(fld.get("text", "")))
+    return out
+
+
+class Narrator:
+    """Prints each Slack write as the user would see it happen."""
+
+    def __init__(self, slack: Any, out: TextIO) -> None:
+        self.slack = slack
+        self.out = out
+        self.turn: Turn | None = None
+        slack.on_call.append(self.on_call)
+
+    def on_call(self, call: Any) -> None:
+        turn = self.turn
+        if turn is None or call.status != 200 or call.error:
+            return
+        elapsed = call.t - turn.t_asked
+        text = str(call.args.get("text", ""))
+        if call.method == "chat.postMessage":
+            is_trace = bool(call.args.get("blocks") or call.args.get("attachments")) and (
+                "trace" in text.lower() or "delegat" in text.lower()
+            )
+            what = "posts the delegation trace" if is_trace else "posts"
+            print(f"  [{elapsed:6.2f}s] bot {what}: {_short(text)}", file=self.out)
+        elif call.method == "chat.update":
+            print(f"  [{elapsed:6.2f}s] bot edits:  {_short(text)}", file=self.out)
+
+
+async def _ask(slack: Any, bot: Powabot, turn: Turn, narrator: Narrator, wait: float) -> None:
+    done_before = bot.answerer.finished
+    narrator.turn = turn
+    turn.t_asked = time.monotonic()
+    if turn.label == "dm":
+        msg = await slack.user_says(user=TEAM_USER, text=turn.question, channel=turn.channel)
+        turn.thread_ts = msg.ts
+    elif turn.label == "mention":
+        msg = await slack.user_says(
+            user=TEAM_USER,
+            text=turn.question,
+            channel=turn.channel,
+            channel_type="channel",
+            mention=True,
+        )
+        turn.thread_ts = msg.ts
+    else:
+        await slack.user_says(
+            user=TEAM_USER,
+            text=turn.question,
+            channel=turn.channel,
+            channel_type="channel",
+            thread_ts=turn.thread_ts,
+        )
+    await slack.wait_for(lambda: bot.answerer.finished > done_before, timeout=wait)
+    narrator.turn = None
+
+
+def _first_text_latency(slack: Any, run: Any, thread_ts: str, channel: str) -> float | None:
+    """Seconds from the first answer content_delta leaving Powabase to the first Slack edit
+    carrying answer text (an edit that contains the start of that delta)."""
+    if run.t_first_content_delta is None:
+        return None
+    first_delta = next(
+        (
+            p.get("delta", "")
+            for p in run.event_payloads
+            if p.get("event") == "content_delta" and p.get("delta", "").strip()
+        ),
+        "",
+    )
+    words = [w for w in first_delta.split() if w.isalnum()][:1]
+    for call in slack.calls_to("chat.update"):
+        if call.t < run.t_first_content_delta or call.args.get("channel") != channel:
+            continue
+        text = str(call.args.get("text", ""))
+        if not words or all(w in text for w in words):
+            return float(call.t - run.t_first_content_delta)
+    return None
+
+
+async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> int:
+    from provisioning.apply import provision
+    from provisioning.progress import NullProgress
+    from provisioning.spec import load_spec
+    from sandbox.powabase import PowabaseStandin
+    from sandbox.slack import SlackStandin
+
+    configure_logging("console", "warning")
+    print("powabot demo", file=out)
+    print(
+        "  Slack and Powabase are LOCAL STAND-INS on 127.0.0.1 (sandbox/), not the real services."
+        "\n  The bot is the production code (slack_bolt AsyncApp over Socket Mode, httpx + SSE);"
+        "\n  only SLACK_API_URL and POWABASE_URL point at the stand-ins.\n",
+        file=out,
+    )
+    slack = SlackStandin()
+    powabase = PowabaseStandin(delta_delay=0.02)
+    await slack.start()
+    await powabase.start()
+    tmp = tempfile.TemporaryDirectory(prefix="powabot-demo-")
+    bot: Powabot | None = None
+    try:
+        t0 = time.monotonic()
+        spec = load_spec(root=REPO)
+        async with httpx.AsyncClient(
+            base_url=powabase.url,
+            headers={"apikey": powabase.api_key, "Authorization": f"Bearer {powabase.api_key}"},
+            trust_env=False,
+        ) as client:
+            result = await provision(client, spec, progress=NullProgress(), poll_interval=0.01)
+        if not result.ok or not result.orchestration_id:
+            print("provisioning the stand-in failed:", file=out)
+            for failed in result.failed_sources:
+                print(f"  {failed.describe()}", file=out)
+            return 1
+        print(
+            f"1. Provisioned the Powabase stand-in with `powabot provision`'s code in "
+            f"{time.monotonic() - t0:.2f}s: {result.created} resources created, "
+            f"{result.uploaded} sources uploaded from seed-content/.\n"
+            f"   POWABASE_ORCHESTRATION_ID={result.orchestration_id}\n",
+            file=out,
+        )
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            SLACK_BOT_TOKEN=slack.bot_token,
+            SLACK_APP_TOKEN=slack.app_token,
+            SLACK_API_URL=slack.api_url,
+            POWABASE_URL=powabase.url,  # type: ignore[arg-type]
+            POWABASE_API_KEY=powabase.api_key,
+            POWABASE_ORCHESTRATION_ID=result.orchestration_id,
+            POWABOT_STORE=f"sqlite:///{Path(tmp.name) / 'powabot.db'}",
+            LOG_FORMAT="console",
+        )
+        bot = Powabot(settings)
+        await bot.start()
+        await slack.wait_connected()
+        print("2. The bot is connected over Socket Mode. The conversation:\n", file=out)
+        narrator = Narrator(slack, out)
+        latencies: list[float] = []
+        if interactive:
+            await _interactive(slack, bot, narrator, out)
+        else:
+            turns: list[Turn] = []
+            for label, question in SCRIPT:
+                channel = "D0ALICE" if label == "dm" else SUPPORT_CHANNEL
+                turn = Turn(label, question, channel)
+                if label == "followup":
+                    turn.thread_ts = turns[-1].thread_ts
+                where = {
+                    "dm": "in a DM to the bot",
+                    "mention": "in #support, @-mentioning the bot",
+                    "followup": "in the same #support thread (follow-up)",
+                }[label]
+                print(f"  alice, {where}: “{question}”", file=out)
+                await _ask(slack, bot, turn, narrator, wait=60)
+                turns.append(turn)
+                _print_thread(slack, turn, out)
+                run = powabase.runs[-1]
+                latency = _first_text_latency(slack, run, turn.thread_ts, turn.channel)
+                if latency is not None:
+                    latencies.append(latency)
+                print(
+                    f"    (routed to {run.delegated_to}; Powabase session {run.session_id})\n",
+                    file=out,
+                )
+            runs = powabase.runs
+            same = runs[-1].session_id_sent == runs[-2].session_id
+            print("3. What was measured:", file=out)
+            print(
+                f"  follow-up continued the thread's Powabase session: {'yes' if same else 'NO'}",
+                file=out,
+            )
+            if latencies:
+                print(
+                    "  first content_delta leaving Powabase → first Slack edit carrying text: "
+                    + ", ".join(f"{x * 1000:.0f} ms" for x in latencies)
+                    + f" (median {statistics.median(latencies) * 1000:.0f} ms)",
+                    file=out,
+                )
+            calls = [c for c in slack.calls if c.method in ("chat.postMessage", "chat.update")]
+            print(
+                f"  Slack write calls: {len(calls)} for {len(turns)} answers; 429s: "
+                f"{sum(1 for c in slack.calls if c.status == 429)}",
+                file=out,
+            )
+            if not same:
+                return 1
+        print("\nDemo finished: Slack and Powabase were local stand-ins.", file=out)
+        return 0
+    finally:
+        if bot is not None:
+            await bot.stop()
+        await powabase.stop()
+        await slack.stop()
+        tmp.cleanup()
+
+
+def _print_thread(slack: Any, turn: Turn, out: TextIO) -> None:
+    bot_msgs = [m for m in slack.thread(turn.channel, turn.thread_ts) if m.is_bot]
+    answer_msgs = [m for m in bot_msgs if m.created >= turn.t_asked]
+    if not answer_msgs:
+        print("    (no reply!)", file=out)
+        return
+    *answer, trace = answer_msgs if len(answer_msgs) > 1 else (*answer_msgs, None)
+    print("    What alice sees in the thread — the answer:", file=out)
+    for message in answer:
+        print(_indent(message.text), file=out)
+    if trace is not None:
+        print("    …and the delegation trace:", file=out)
+        print(_indent(_trace_text(trace)), file=out)
+
+
+async def _interactive(slack: Any, bot: Powabot, narrator: Narrator, out: TextIO) -> None:
+    print("  Type a question (empty line or Ctrl-D to stop); each starts a DM thread.", file=out)
+    loop = asyncio.get_running_loop()
+    while True:
+        print("  you> ", end="", file=out, flush=True)
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line.strip():
+            return
+        turn = Turn("dm", line.strip(), "D0YOU")
+        await _ask(slack, bot, turn, narrator, wait=120)
+        _print_thread(slack, turn, out)

@@ -1,0 +1,123 @@
+"""The running bot: clients built once, the Bolt app, and its Socket Mode or HTTP front door."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.conversation import Answerer
+from bot.powabase.client import PowabaseClient, make_http_client
+from bot.settings import Settings
+from bot.slack import listeners
+from bot.slack.budget import Budgets
+from bot.slack.publisher import Publisher
+from bot.store import SessionStore, make_store
+
+log = structlog.get_logger(__name__)
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+class Powabot:
+    """Owns every long-lived resource; `start()` connects, `stop()` drains and closes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: SessionStore | None = None,
+        http: httpx.AsyncClient | None = None,
+        budgets: Budgets | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or make_store(settings)
+        self.http = http or make_http_client(
+            settings.powabase_url,
+            _secret(settings.POWABASE_API_KEY),
+            idle_timeout=settings.POWABOT_UPSTREAM_TIMEOUT,
+        )
+        self.slack = AsyncWebClient(
+            token=_secret(settings.SLACK_BOT_TOKEN), base_url=settings.SLACK_API_URL
+        )
+        self.slack.proxy = None
+        self.publisher = Publisher(
+            self.slack,
+            budgets or Budgets(edits_per_minute=settings.POWABOT_WORKSPACE_EDITS_PER_MINUTE),
+            min_interval=settings.POWABOT_EDIT_INTERVAL,
+        )
+        self.answerer = Answerer(
+            store=self.store,
+            powabase=PowabaseClient(self.http, settings.POWABASE_ORCHESTRATION_ID or ""),
+            publisher=self.publisher,
+            stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
+        )
+        self.app = AsyncApp(
+            client=self.slack,
+            signing_secret=_secret(settings.SLACK_SIGNING_SECRET) or None,
+            request_verification_enabled=not settings.socket_mode,
+            process_before_response=False,
+        )
+        listeners.register(self.app, self.answerer)
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        if self.settings.socket_mode:
+            self._socket = AsyncSocketModeHandler(
+                self.app, _secret(self.settings.SLACK_APP_TOKEN), web_client=self.slack
+            )
+            self._socket.client.proxy = None
+            await self._socket.connect_async()
+            log.info("bot_started", mode="socket", api_url=self.settings.SLACK_API_URL)
+        else:
+            web_app = self.app.web_app(path="/slack/events")
+            web_app.router.add_get("/healthz", self._healthz)
+            self._runner = web.AppRunner(web_app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, host="0.0.0.0", port=self.settings.PORT)
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.PORT
+            log.info("bot_started", mode="http", port=self.http_port)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        health = await self.store.health()
+        ok = health.reachable and health.migrated
+        return web.json_response({"ok": ok, "store": health.backend}, status=200 if ok else 503)
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """Let in-flight answers finish (each ends with a final Slack edit)."""
+        pending = set(self.answerer.in_flight)
+        if pending:
+            log.info("draining_answers", count=len(pending))
+            _done, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.disconnect_async()
+        await self.drain()
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.http.aclose()
+        await self.store.close()
+        log.info("bot_stopped")

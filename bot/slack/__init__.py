@@ -1,0 +1,1 @@
+"""Everything that speaks to Slack: the Bolt app, its listeners, and the publisher."""

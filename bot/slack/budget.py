@@ -1,0 +1,107 @@
+"""Rate budgets: token buckets shared by every answer this process is streaming.
+
+Slack allows ~50 `chat.update` per minute per workspace (Tier 3) and ~1 `chat.postMessage` per
+second per channel. Intermediate edits only spend a token when a reserve stays free, so final
+edits (the complete answer) always get through first. A 429 pauses the whole bucket for
+`Retry-After` seconds. aiolimiter was considered: it has no "take unless below a reserve" and no
+pause, which are exactly the two things the priority scheme needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `capacity`; `pause()` stops refills for a while."""
+
+    def __init__(
+        self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._level = capacity
+        self._stamp = clock()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> float:
+        now = self._clock()
+        start = max(self._stamp, self._paused_until)
+        if now > start:
+            self._level = min(self.capacity, self._level + (now - start) * self.rate)
+        self._stamp = max(now, self._stamp)
+        return now
+
+    @property
+    def level(self) -> float:
+        self._refill()
+        return self._level
+
+    def try_take(self, reserve: float = 0.0) -> bool:
+        """Take one token now if `reserve` tokens would still be left; never waits."""
+        now = self._refill()
+        if now < self._paused_until or self._lock.locked():
+            return False
+        if self._level - 1.0 >= reserve:
+            self._level -= 1.0
+            return True
+        return False
+
+    def wait_hint(self, reserve: float = 0.0) -> float:
+        """Seconds until `try_take(reserve)` could succeed, if nobody else takes first."""
+        now = self._refill()
+        missing = max(0.0, reserve + 1.0 - self._level)
+        return max(self._paused_until - now, 0.0) + missing / self.rate
+
+    async def take(self) -> None:
+        """Wait for a token (first come, first served among waiters) and take it."""
+        async with self._lock:
+            while True:
+                now = self._refill()
+                if now >= self._paused_until and self._level >= 1.0:
+                    self._level -= 1.0
+                    return
+                wait = max(self._paused_until - now, (1.0 - self._level) / self.rate, 0.005)
+                await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Slack said 429: spend nothing for `seconds`, then start again from empty."""
+        self._refill()
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._level = 0.0
+
+
+@dataclass
+class Budgets:
+    """The buckets of one process: chat.update per workspace, chat.postMessage per channel."""
+
+    edits_per_minute: float = 50.0
+    edit_burst: float = 10.0
+    posts_per_second: float = 1.0
+    post_burst: float = 3.0
+    final_reserve: float = 0.3  # share of the edit burst intermediate edits must leave free
+    _edits: dict[str, TokenBucket] = field(default_factory=dict)
+    _posts: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def edits(self, team_id: str) -> TokenBucket:
+        bucket = self._edits.get(team_id)
+        if bucket is None:
+            bucket = TokenBucket(self.edits_per_minute / 60.0, self.edit_burst)
+            self._edits[team_id] = bucket
+        return bucket
+
+    def posts(self, channel_id: str) -> TokenBucket:
+        bucket = self._posts.get(channel_id)
+        if bucket is None:
+            bucket = TokenBucket(self.posts_per_second, self.post_burst)
+            self._posts[channel_id] = bucket
+        return bucket
+
+    @property
+    def edit_reserve(self) -> float:
+        return self.edit_burst * self.final_reserve

@@ -1,0 +1,87 @@
+"""Slack listeners: which messages powabot answers, read into a typed `Question` at the edge.
+
+- a DM to the bot (channel_type "im") is answered in a thread under it;
+- an `app_mention` in a channel is answered in the mention's thread;
+- a later message by the same user in a thread where they already talk to the bot continues;
+- the bot's own messages, other bots, and edits/deletions are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import structlog
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+
+from bot.conversation import Answerer, Question
+
+log = structlog.get_logger(__name__)
+
+ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
+MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
+    """The question without the leading `<@UBOT>` that addressed it."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    return " ".join(text.split())
+
+
+def _question(body: dict[str, Any], event: dict[str, Any], text: str) -> Question:
+    return Question(
+        event_id=str(body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}"),
+        team_id=str(body.get("team_id") or event.get("team") or ""),
+        channel_id=str(event["channel"]),
+        user_id=str(event["user"]),
+        text=text,
+        ts=str(event["ts"]),
+        thread_ts=event.get("thread_ts"),
+        channel_type=event.get("channel_type"),
+    )
+
+
+def is_from_a_bot(event: dict[str, Any], bot_user_id: str | None) -> bool:
+    return bool(
+        event.get("bot_id")
+        or event.get("bot_profile")
+        or event.get("subtype") == "bot_message"
+        or (bot_user_id and event.get("user") == bot_user_id)
+    )
+
+
+def register(app: AsyncApp, answerer: Answerer) -> None:
+    """Wire the DM, mention and thread-follow-up listeners into `app`."""
+
+    @app.event("app_mention")
+    async def on_mention(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        if is_from_a_bot(event, context.bot_user_id) or "user" not in event:
+            return
+        text = strip_bot_mention(event.get("text", ""), context.bot_user_id)
+        await answerer.answer(_question(body, event, text or "Hello"))
+
+    @app.event("message")
+    async def on_message(
+        body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        if event.get("subtype") not in ANSWERED_SUBTYPES or "user" not in event:
+            return
+        if is_from_a_bot(event, context.bot_user_id):
+            return
+        text = event.get("text", "")
+        if event.get("channel_type") == "im":
+            await answerer.answer(_question(body, event, strip_bot_mention(text, None)))
+            return
+        thread_ts = event.get("thread_ts")
+        if not thread_ts:
+            return  # top-level channel chatter is not for us unless it mentions the bot
+        if context.bot_user_id and f"<@{context.bot_user_id}" in text:
+            return  # the app_mention listener answers this one
+        q = _question(body, event, strip_bot_mention(text, context.bot_user_id))
+        if await answerer.store.get_session(q.key) is None:
+            return  # someone else's thread, or a thread this user never asked us in
+        await answerer.answer(q)

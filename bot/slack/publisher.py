@@ -1,0 +1,272 @@
+"""The publisher: the only code that calls Slack's write methods.
+
+One `AnswerStream` per answer owns the thread messages of that answer. Callers hand it the newest
+rendered payloads as often as they like; a background flusher sends them no faster than the
+per-message interval and the shared workspace budget allow, always coalescing to the newest state.
+`finish()` guarantees the final state is delivered (retrying 429s after `Retry-After` and transient
+errors with backoff) and then posts any extra messages, such as the delegation trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import SlackDeliveryError
+from bot.slack.budget import Budgets, TokenBucket
+
+log = structlog.get_logger(__name__)
+
+# chat.update refusals that mean "post a new message instead" (the answer must not be lost).
+REPOST_ERRORS = frozenset(
+    {"msg_too_long", "edit_window_closed", "cant_update_message", "message_not_found"}
+)
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 0.5
+
+
+class Payload(Protocol):
+    text: str
+    blocks: list[dict[str, Any]] | None
+    attachments: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class Sent:
+    ts: str
+    payload: Payload
+
+
+class _RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+
+
+class _Transient(Exception):
+    pass
+
+
+def _payload_args(payload: Payload) -> dict[str, Any]:
+    args: dict[str, Any] = {"text": payload.text, "unfurl_links": False, "unfurl_media": False}
+    if payload.blocks is not None:
+        args["blocks"] = payload.blocks
+    if payload.attachments is not None:
+        args["attachments"] = payload.attachments
+    return args
+
+
+def _same(a: Payload, b: Payload) -> bool:
+    return a.text == b.text and a.blocks == b.blocks and a.attachments == b.attachments
+
+
+class Publisher:
+    """Creates answer streams; holds the Slack client and the process-wide rate budgets."""
+
+    def __init__(
+        self, client: AsyncWebClient, budgets: Budgets | None = None, *, min_interval: float = 1.0
+    ) -> None:
+        self.client = client
+        self.budgets = budgets or Budgets()
+        self.min_interval = min_interval
+
+    def open(self, team_id: str, channel: str, thread_ts: str) -> AnswerStream:
+        return AnswerStream(self, team_id, channel, thread_ts)
+
+    async def call(self, method: str, bucket: TokenBucket, **args: Any) -> dict[str, Any]:
+        """One Slack write; raises _RateLimited / _Transient / SlackDeliveryError."""
+        try:
+            response = await self.client.api_call(method, json=args)
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            error = str(exc.response.get("error", "")) if exc.response.data else ""
+            if status == 429 or error == "ratelimited":
+                retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
+                bucket.pause(retry_after)
+                log.warning("slack_ratelimited", method=method, retry_after=retry_after)
+                raise _RateLimited(retry_after) from exc
+            if status >= 500 or error in TRANSIENT_ERRORS:
+                raise _Transient(error or f"HTTP {status}") from exc
+            raise SlackDeliveryError(method, error or f"HTTP {status}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Transient(type(exc).__name__) from exc
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    async def call_reliably(
+        self, method: str, bucket: TokenBucket, *, take: bool = True, **args: Any
+    ) -> dict[str, Any]:
+        """A write that must happen: wait for budget, honour Retry-After, back off on 5xx."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if take:
+                await bucket.take()
+            take = True
+            try:
+                return await self.call(method, bucket, **args)
+            except _RateLimited:
+                continue  # the bucket is paused; take() waits out Retry-After
+            except _Transient as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise SlackDeliveryError(method, str(exc)) from exc
+                await asyncio.sleep(BACKOFF_BASE * 2 ** (attempt - 1))
+        raise SlackDeliveryError(method, "ratelimited too many times")
+
+
+class AnswerStream:
+    """The Slack messages of one answer in one thread, kept in step with the newest render."""
+
+    def __init__(self, publisher: Publisher, team_id: str, channel: str, thread_ts: str) -> None:
+        self.p = publisher
+        self.team_id = team_id
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.sent: list[Sent] = []
+        self._desired: list[Payload] = []
+        self._final = False
+        self._dirty = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_edit = 0.0
+        self.calls = 0
+
+    @property
+    def edits(self) -> TokenBucket:
+        return self.p.budgets.edits(self.team_id)
+
+    @property
+    def posts(self) -> TokenBucket:
+        return self.p.budgets.posts(self.channel)
+
+    async def start(self, payloads: Sequence[Payload]) -> str:
+        """Post the placeholder right away (it is what tells the user we heard them)."""
+        first = payloads[0]
+        data = await self.p.call_reliably(
+            "chat.postMessage",
+            self.posts,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            **_payload_args(first),
+        )
+        self.calls += 1
+        self.sent.append(Sent(str(data["ts"]), first))
+        self._last_edit = time.monotonic()
+        self._desired = list(payloads)
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.thread_ts}")
+        if len(payloads) > 1:
+            self._dirty.set()
+        return self.sent[0].ts
+
+    def update(self, payloads: Sequence[Payload]) -> None:
+        """Hand over the newest render; cheap, never waits, the flusher paces it."""
+        if self._final:
+            return
+        self._desired = list(payloads)
+        self._dirty.set()
+
+    async def finish(self, payloads: Sequence[Payload], extra: Sequence[Payload] = ()) -> None:
+        """Deliver the final render for sure, then post `extra` messages below it."""
+        self._desired = list(payloads)
+        self._final = True
+        self._dirty.set()
+        if self._flusher is None:  # the placeholder never made it: post everything
+            for payload in payloads:
+                await self._post(payload, reliable=True)
+        else:
+            await self._flusher
+        for payload in extra:
+            await self.p.call_reliably(
+                "chat.postMessage",
+                self.posts,
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                **_payload_args(payload),
+            )
+            self.calls += 1
+
+    def _pending(self) -> list[int]:
+        return [
+            i
+            for i, payload in enumerate(self._desired)
+            if i >= len(self.sent) or not _same(self.sent[i].payload, payload)
+        ]
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            wait = self._last_edit + self.p.min_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            final = self._final
+            for index in self._pending():
+                if final:
+                    await self._send(index, reliable=True)
+                elif not await self._send(index, reliable=False):
+                    self._dirty.set()  # budget says not now; the next round carries newer text
+                    await asyncio.sleep(
+                        min(max(self.edits.wait_hint(self.p.budgets.edit_reserve), 0.05), 5.0)
+                    )
+                    break
+            if final and not self._pending():
+                return
+            if self._final:
+                self._dirty.set()
+
+    async def _send(self, index: int, *, reliable: bool) -> bool:
+        payload = self._desired[index]
+        if index >= len(self.sent):
+            return await self._post(payload, reliable=reliable)
+        if not reliable and not self.edits.try_take(self.p.budgets.edit_reserve):
+            return False
+        args = {"channel": self.channel, "ts": self.sent[index].ts, **_payload_args(payload)}
+        try:
+            if reliable:
+                await self.p.call_reliably("chat.update", self.edits, **args)
+            else:
+                await self.p.call("chat.update", self.edits, **args)
+        except (_RateLimited, _Transient):
+            return False  # only intermediate edits get here; a newer render follows
+        except SlackDeliveryError as exc:
+            if exc.error not in REPOST_ERRORS:
+                if reliable:
+                    raise
+                log.warning("slack_edit_failed", error=exc.error)
+                return False
+            log.info("slack_edit_refused_posting_instead", error=exc.error)
+            data = await self.p.call_reliably(
+                "chat.postMessage",
+                self.posts,
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                **_payload_args(payload),
+            )
+            self.sent[index] = Sent(str(data["ts"]), payload)
+            self.calls += 1
+            return True
+        self.calls += 1
+        self.sent[index] = Sent(self.sent[index].ts, payload)
+        self._last_edit = time.monotonic()
+        return True
+
+    async def _post(self, payload: Payload, *, reliable: bool) -> bool:
+        args = {"channel": self.channel, "thread_ts": self.thread_ts, **_payload_args(payload)}
+        if reliable:
+            data = await self.p.call_reliably("chat.postMessage", self.posts, **args)
+        else:
+            if not self.posts.try_take():
+                return False
+            try:
+                data = await self.p.call("chat.postMessage", self.posts, **args)
+            except (_RateLimited, _Transient):
+                return False
+        self.calls += 1
+        self.sent.append(Sent(str(data["ts"]), payload))
+        return True

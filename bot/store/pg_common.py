@@ -1,0 +1,79 @@
+"""What the two Postgres-backed stores (asyncpg direct, and Supabase via PostgREST) share:
+the columns they read and the schema they need, and how a row becomes a ChatSession."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bot.store.base import ChatSession, ThreadKey
+
+# Prune claimed Slack event ids older than the retention once every this many claims.
+PRUNE_EVERY = 500
+
+SESSION_COLUMNS = (
+    "agent_session_id",
+    "title",
+    "created_at",
+    "updated_at",
+    "last_run_id",
+    "last_run_status",
+)
+
+SLACK_KEY_COLUMNS = ("slack_team_id", "slack_channel_id", "slack_thread_ts", "slack_user_id")
+SLACK_KEY_CONFLICT = ",".join(SLACK_KEY_COLUMNS)
+
+# What `sql/` must have created for the bot to work; health() and doctor check exactly this.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "chat_sessions": (
+        "id",
+        "user_id",
+        *SESSION_COLUMNS,
+        *SLACK_KEY_COLUMNS,
+        "last_trace",
+    ),
+    "slack_events": ("event_id", "claimed_at"),
+    "slack_identities": ("team_id", "slack_user_id", "email", "user_id"),
+}
+
+
+def key_values(key: ThreadKey) -> dict[str, str]:
+    """The Slack key of a conversation as column → value."""
+    return dict(
+        zip(
+            SLACK_KEY_COLUMNS,
+            (key.team_id, key.channel_id, key.thread_ts, key.user_id),
+            strict=True,
+        )
+    )
+
+
+def missing_columns(found: Mapping[str, set[str]]) -> list[str]:
+    """`table` or `table.column` for everything REQUIRED_COLUMNS names but `found` lacks."""
+    missing: list[str] = []
+    for table, columns in REQUIRED_COLUMNS.items():
+        if table not in found:
+            missing.append(table)
+            continue
+        missing.extend(f"{table}.{c}" for c in columns if c not in found[table])
+    return missing
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def session_from_row(key: ThreadKey, row: Mapping[str, Any]) -> ChatSession:
+    """A chat_sessions row (asyncpg Record or PostgREST JSON object) as a ChatSession."""
+    return ChatSession(
+        key=key,
+        agent_session_id=row["agent_session_id"],
+        title=row["title"],
+        created_at=_timestamp(row["created_at"]),
+        updated_at=_timestamp(row["updated_at"]),
+        last_run_id=row["last_run_id"],
+        last_run_status=row["last_run_status"],
+    )

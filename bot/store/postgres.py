@@ -1,0 +1,195 @@
+"""The Postgres-direct store: asyncpg against a database migrated with `sql/`.
+
+For deployments that reach the database directly (no PostgREST). Connect as the tables' owner
+or a role with BYPASSRLS: the bot writes rows that the web app's RLS policy would hide.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import structlog
+
+from bot.errors import StoreError
+from bot.store.base import EVENT_RETENTION_HOURS, ChatSession, StoreHealth, ThreadKey
+from bot.store.pg_common import (
+    PRUNE_EVERY,
+    REQUIRED_COLUMNS,
+    SESSION_COLUMNS,
+    missing_columns,
+    session_from_row,
+)
+
+log = structlog.get_logger(__name__)
+
+_COLUMNS = ", ".join(SESSION_COLUMNS)
+_KEY_MATCH = (
+    "slack_team_id = $1 and slack_channel_id = $2 and slack_thread_ts = $3 and slack_user_id = $4"
+)
+
+_SELECT = f"select {_COLUMNS} from public.chat_sessions where {_KEY_MATCH}"
+
+# The loser of a race inserts nothing; it then reads the winner's row in a new statement
+# (a CTE would read with the statement's old snapshot and could miss the winner's row).
+_RESERVE = f"""
+insert into public.chat_sessions
+    (slack_team_id, slack_channel_id, slack_thread_ts, slack_user_id, agent_session_id, title)
+values ($1, $2, $3, $4, $5, $6)
+on conflict (slack_team_id, slack_channel_id, slack_thread_ts, slack_user_id) do nothing
+returning {_COLUMNS}
+"""
+
+_SET_AGENT_SESSION = f"update public.chat_sessions set agent_session_id = $5 where {_KEY_MATCH}"
+
+_RECORD_RUN = f"""
+update public.chat_sessions
+   set last_run_id = $5, last_run_status = $6, last_trace = $7::jsonb
+ where {_KEY_MATCH}
+"""
+
+_CLAIM = (
+    "insert into public.slack_events (event_id) values ($1) on conflict (event_id) do nothing"
+    " returning event_id"
+)
+_PRUNE = "delete from public.slack_events where claimed_at < now() - make_interval(hours => $1)"
+
+_COLUMNS_PRESENT = """
+select table_name::text, column_name::text
+  from information_schema.columns
+ where table_schema = 'public' and table_name = any($1::text[])
+"""
+
+
+def redacted_target(url: str) -> str:
+    """`host:port/database` of a postgres:// URL, never the user name or password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    return f"{host}{port}{parts.path or '/'}"
+
+
+class PostgresStore:
+    backend = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 5,
+        timeout: float = 10.0,
+    ) -> None:
+        if not url.startswith(("postgres://", "postgresql://")):
+            raise StoreError("POWABOT_STORE must start with postgres:// or postgresql://")
+        self._url = url
+        self.target = redacted_target(url)
+        self._min = min_connections
+        self._max = max_connections
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._claims = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.target!r})"
+
+    @asynccontextmanager
+    async def _translate(self, action: str) -> AsyncIterator[None]:
+        """The one place asyncpg / socket errors become StoreError."""
+        try:
+            yield
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise StoreError(
+                f"Postgres store {self.target}: {action} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def open(self) -> None:
+        async with self._translate("connect"):
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=self._min,
+                    max_size=self._max,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
+                )
+            except ValueError as exc:  # a malformed DSN
+                raise StoreError(
+                    f"POWABOT_STORE is not a valid Postgres URL ({self.target})"
+                ) from exc
+        log.info("store_opened", backend=self.backend, target=self.target)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the Postgres store is not open")
+        return self._pool
+
+    async def get_session(self, key: ThreadKey) -> ChatSession | None:
+        async with self._translate("get_session"):
+            row = await self.pool.fetchrow(_SELECT, *_key_args(key))
+        return None if row is None else session_from_row(key, row)
+
+    async def reserve_session(
+        self, key: ThreadKey, agent_session_id: str, title: str | None
+    ) -> ChatSession:
+        async with self._translate("reserve_session"):
+            row = await self.pool.fetchrow(_RESERVE, *_key_args(key), agent_session_id, title)
+            if row is None:
+                row = await self.pool.fetchrow(_SELECT, *_key_args(key))
+        if row is None:
+            raise StoreError(f"Postgres store {self.target}: reserved row vanished for {key}")
+        return session_from_row(key, row)
+
+    async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
+        async with self._translate("set_agent_session_id"):
+            await self.pool.execute(_SET_AGENT_SESSION, *_key_args(key), agent_session_id)
+
+    async def record_run(
+        self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]
+    ) -> None:
+        trace_json = json.dumps(trace, default=str)
+        async with self._translate("record_run"):
+            await self.pool.execute(_RECORD_RUN, *_key_args(key), run_id, status, trace_json)
+
+    async def claim_event(self, event_id: str) -> bool:
+        self._claims += 1
+        async with self._translate("claim_event"):
+            if self._claims % PRUNE_EVERY == 0:
+                await self.pool.execute(_PRUNE, EVENT_RETENTION_HOURS)
+            claimed = await self.pool.fetchval(_CLAIM, event_id)
+        return claimed is not None
+
+    async def health(self) -> StoreHealth:
+        if self._pool is None:
+            return StoreHealth(self.backend, False, False, f"{self.target} not open")
+        try:
+            async with self._translate("health check"):
+                rows = await self._pool.fetch(_COLUMNS_PRESENT, list(REQUIRED_COLUMNS))
+        except StoreError as exc:
+            return StoreHealth(self.backend, False, False, str(exc))
+        found: dict[str, set[str]] = {}
+        for table, column in rows:
+            found.setdefault(table, set()).add(column)
+        missing = missing_columns(found)
+        if missing:
+            return StoreHealth(
+                self.backend, True, False, f"{self.target}: missing {', '.join(missing)}"
+            )
+        return StoreHealth(self.backend, True, True, self.target)
+
+
+def _key_args(key: ThreadKey) -> tuple[str, str, str, str]:
+    return (key.team_id, key.channel_id, key.thread_ts, key.user_id)

@@ -1,0 +1,21 @@
+"""A local Slack stand-in: Web API + Socket Mode + signed HTTP events, for tests and demos.
+
+    async with SlackStandin(rate_limits=RateLimits()) as slack:
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        app = AsyncApp(client=client)                      # the production app, unchanged
+        handler = AsyncSocketModeHandler(app, slack.app_token)
+        await handler.connect_async()
+        said = await slack.user_says(user="U1", text="hi", channel="D1")
+        await slack.wait_for(lambda: len(slack.bot_messages("D1")) > 0)
+
+Modules: ``server`` (HTTP routing, auth, injection, recording), ``web_api`` (the methods),
+``socket_mode`` (connections, envelopes, acks, retries), ``store`` (messages and threads),
+``events`` (payload builders, HTTP signing), ``ratelimit`` (token buckets).
+"""
+
+from sandbox.slack.ratelimit import RateLimits
+from sandbox.slack.server import ApiCall, SlackStandin, UserMessage
+from sandbox.slack.socket_mode import Delivery
+from sandbox.slack.store import StoredMessage
+
+__all__ = ["ApiCall", "Delivery", "RateLimits", "SlackStandin", "StoredMessage", "UserMessage"]

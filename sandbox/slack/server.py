@@ -1,0 +1,460 @@
+"""SlackStandin: one aiohttp server speaking Slack's Web API and Socket Mode on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from sandbox.slack.events import (
+    Workspace,
+    bot_message_event,
+    envelope,
+    event_callback,
+    slack_signature,
+    user_event,
+)
+from sandbox.slack.ratelimit import RateLimiter, RateLimits
+from sandbox.slack.socket_mode import Delivery, SocketModeHub
+from sandbox.slack.store import MessageStore, StoredMessage
+from sandbox.slack.web_api import ApiConfig, ApiError, AssistantThread, WebApi
+
+log = structlog.get_logger(__name__)
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class ApiCall:
+    """One Web API call as the stand-in saw and answered it."""
+
+    method: str
+    args: dict[str, Any]
+    status: int
+    error: str | None
+    t: float  # time.monotonic() when the request arrived
+    response: dict[str, Any] = field(default_factory=dict)
+    injected: bool = False
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    """What user_says() stored and delivered."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    event_id: str
+    envelope_id: str
+
+
+@dataclass
+class _Injection:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    remaining: int
+
+
+class SlackStandin:
+    """A local Slack for the unchanged bot: Web API under ``api_url``, Socket Mode at /link."""
+
+    def __init__(
+        self,
+        *,
+        team_id: str = "T0TEAM",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        app_id: str = "A0APP",
+        bot_token: str = "xoxb-standin",
+        app_token: str = "xapp-standin",
+        ack_timeout: float = 3.0,
+        rate_limits: RateLimits | None = None,
+        streaming_enabled: bool = True,
+        max_text_len: int = 4000,
+        echo_bot_messages: bool = True,
+        stream_ttl: float = 300.0,
+        max_retries: int = 3,
+    ) -> None:
+        self.workspace = Workspace(team_id, app_id, bot_user_id, bot_id)
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.echo_bot_messages = echo_bot_messages
+        self.config = ApiConfig(max_text_len, streaming_enabled, stream_ttl)
+        self.limiter = RateLimiter(rate_limits)
+        self.store = MessageStore()
+        self.calls: list[ApiCall] = []
+        self.on_call: list[Callable[[ApiCall], None]] = []
+        self.ratelimited_count = 0
+        self._calls_by_method: dict[str, list[ApiCall]] = {}
+        self._injections: dict[str, list[_Injection]] = {}
+        self._channel_types: dict[str, str] = {}
+        self._event_ids = itertools.count(1)
+        self._changed = asyncio.Event()
+        self.hub = SocketModeHub(
+            app_id=app_id, ack_timeout=ack_timeout, max_retries=max_retries, on_change=self._notify
+        )
+        self.api = WebApi(
+            ws=self.workspace,
+            store=self.store,
+            config=self.config,
+            socket_url=self._socket_url,
+            on_bot_message=self._echo,
+            channel_types=self._channel_types,
+        )
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._port = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/link", self.hub.handle)
+        app.router.add_get("/link/", self.hub.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+        self._session = aiohttp.ClientSession()
+        log.info("slack_standin_started", port=self._port)
+
+    async def stop(self) -> None:
+        await self.hub.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner = self._session = None
+
+    async def __aenter__(self) -> SlackStandin:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        if not self._port:
+            raise RuntimeError("SlackStandin.api_url read before start()")
+        return f"http://127.0.0.1:{self._port}/api/"
+
+    def _socket_url(self) -> str:
+        ticket = self.hub.issue_ticket()
+        return f"ws://127.0.0.1:{self._port}/link/?ticket={ticket}&app_id={self.workspace.app_id}"
+
+    # --- switches and state a test reads -------------------------------------------------------
+
+    @property
+    def streaming_enabled(self) -> bool:
+        return self.config.streaming_enabled
+
+    @streaming_enabled.setter
+    def streaming_enabled(self, value: bool) -> None:
+        self.config.streaming_enabled = value
+
+    @property
+    def acked(self) -> set[str]:
+        return self.hub.acked
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return self.hub.deliveries
+
+    @property
+    def ephemerals(self) -> list[StoredMessage]:
+        return self.api.ephemerals
+
+    @property
+    def assistant_threads(self) -> dict[tuple[str, str], AssistantThread]:
+        return self.api.assistant_threads
+
+    def add_user(self, user_id: str, *, name: str, real_name: str = "", tz: str = "UTC") -> None:
+        """Give users.info a specific answer for one user (others get a generated profile)."""
+        self.api.users[user_id] = {"id": user_id, "name": name, "real_name": real_name, "tz": tz}
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return list(self._calls_by_method.get(method, []))
+
+    def message(self, channel: str, ts: str) -> StoredMessage:
+        msg = self.store.get(channel, ts)
+        if msg is None:
+            raise KeyError(f"no message {ts!r} in channel {channel!r}")
+        return msg
+
+    def thread(self, channel: str, thread_ts: str) -> list[StoredMessage]:
+        return self.store.thread(channel, thread_ts)
+
+    def bot_messages(self, channel: str | None = None) -> list[StoredMessage]:
+        return self.store.bot_messages(channel)
+
+    def inject(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with this response instead.
+
+        Without a body: 429 answers ``ratelimited`` (with ``Retry-After: 1`` unless given),
+        anything else answers ``internal_error``.
+        """
+        if times < 1:
+            raise ValueError(f"inject({method!r}) needs times >= 1, got {times}")
+        error = "ratelimited" if status == 429 else "internal_error"
+        hdrs = dict(headers or {})
+        if status == 429:
+            hdrs.setdefault("Retry-After", "1")
+        injection = _Injection(status, body or {"ok": False, "error": error}, hdrs, times)
+        self._injections.setdefault(method, []).append(injection)
+
+    # --- Web API -------------------------------------------------------------------------------
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        method = request.match_info["method"]
+        try:
+            args = await _read_args(request)
+        except ValueError:
+            args, answer = {}, (200, {"ok": False, "error": "invalid_json"}, {}, False)
+        else:
+            answer = self._answer(method, args, _token(request, args))
+        status, body, headers, injected = answer
+        error = None if body.get("ok") else str(body.get("error"))
+        call = ApiCall(method, args, status, error, started, body, injected)
+        self.calls.append(call)
+        self._calls_by_method.setdefault(method, []).append(call)
+        if status == 429:
+            self.ratelimited_count += 1
+        for hook in self.on_call:
+            hook(call)
+        self._notify()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _answer(
+        self, method: str, args: dict[str, Any], token: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str], bool]:
+        queue = self._injections.get(method)
+        if queue:
+            injection = queue[0]
+            injection.remaining -= 1
+            if injection.remaining == 0:
+                queue.pop(0)
+            return injection.status, injection.body, injection.headers, True
+        if method not in self.api.methods:
+            return 200, {"ok": False, "error": "unknown_method"}, {}, False
+        auth_error = self._auth_error(method, token)
+        if auth_error is not None:
+            return 200, {"ok": False, "error": auth_error}, {}, False
+        retry_after = self.limiter.check(method, args)
+        if retry_after is not None:
+            log.debug("slack_standin_ratelimited", method=method, retry_after=retry_after)
+            body = {"ok": False, "error": "ratelimited"}
+            return 429, body, {"Retry-After": str(retry_after)}, False
+        try:
+            return 200, self.api.call(method, args), {}, False
+        except ApiError as exc:
+            return 200, {"ok": False, "error": exc.code}, {}, False
+
+    def _auth_error(self, method: str, token: str | None) -> str | None:
+        if not token:
+            return "not_authed"
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token == expected:
+            return None
+        if token in (self.app_token, self.bot_token):
+            return "not_allowed_token_type"
+        return "invalid_auth"
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _new_event_id(self) -> str:
+        return f"Ev0STANDIN{next(self._event_ids):06d}"
+
+    def _payload(self, event: dict[str, Any], event_id: str | None) -> dict[str, Any]:
+        return event_callback(event, ws=self.workspace, event_id=event_id or self._new_event_id())
+
+    async def deliver(
+        self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0
+    ) -> str:
+        """Send any event over Socket Mode (queued until a connection opens); return envelope_id."""
+        envelope_id = str(uuid.uuid4())
+        reason = "timeout" if retry_attempt else ""
+        payload = self._payload(event, event_id)
+        await self.hub.send(
+            envelope(
+                payload, envelope_id=envelope_id, retry_attempt=retry_attempt, retry_reason=reason
+            )
+        )
+        return envelope_id
+
+    async def redeliver(self, envelope_id: str) -> None:
+        """Send an envelope again (same envelope_id and event_id) with retry_attempt + 1."""
+        await self.hub.resend(envelope_id, "timeout")
+
+    async def disconnect_all(self, reason: str = "refresh_requested") -> None:
+        await self.hub.disconnect_all(reason)
+
+    async def user_says(
+        self,
+        *,
+        user: str,
+        text: str,
+        channel: str,
+        channel_type: str = "im",
+        thread_ts: str | None = None,
+        mention: bool = False,
+    ) -> UserMessage:
+        """A user posts: stored in the channel, delivered as ``message`` or ``app_mention``."""
+        if mention:
+            text = f"<@{self.workspace.bot_user_id}> {text}"
+        else:
+            self._channel_types[channel] = channel_type
+        msg = self.store.add(
+            StoredMessage(
+                channel=channel, ts=self.store.next_ts(), text=text, user=user, thread_ts=thread_ts
+            )
+        )
+        event = user_event(
+            ws=self.workspace,
+            user=user,
+            text=text,
+            channel=channel,
+            channel_type=channel_type,
+            ts=msg.ts,
+            thread_ts=thread_ts,
+            mention=mention,
+            client_msg_id=str(uuid.uuid4()),
+        )
+        event_id = self._new_event_id()
+        envelope_id = await self.deliver(event, event_id=event_id)
+        return UserMessage(channel, msg.ts, thread_ts, event_id, envelope_id)
+
+    def _echo(self, message: StoredMessage) -> None:
+        """Slack sends the app a ``message`` event for its own posts; so do we (switchable)."""
+        if not self.echo_bot_messages:
+            return
+        channel_type = self.api.channel_type(message.channel)
+        event = bot_message_event(message, ws=self.workspace, channel_type=channel_type)
+        env = envelope(self._payload(event, None), envelope_id=str(uuid.uuid4()))
+        self.hub.spawn(self.hub.send(env))
+
+    async def deliver_http(
+        self,
+        url: str,
+        signing_secret: str,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+        timestamp: int | None = None,
+    ) -> int:
+        """POST a signed event_callback to an HTTP-mode app on this machine; return the status."""
+        if URL(url).host not in _LOCAL_HOSTS:
+            raise ValueError(f"deliver_http only posts to this machine, not {url!r}")
+        if self._session is None:
+            raise RuntimeError("SlackStandin.deliver_http called before start()")
+        body = json.dumps(self._payload(event, event_id)).encode()
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": slack_signature(signing_secret, ts, body),
+        }
+        if retry_num is not None:
+            headers.update(
+                {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+            )
+        async with self._session.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+
+    # --- waiting -------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (public API)
+        try:
+            await asyncio.wait_for(self.hub.connected.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no Socket Mode connection within {timeout}s "
+                f"(apps.connections.open calls: {len(self.calls_to('apps.connections.open'))})"
+            ) from None
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 (public API)
+    ) -> None:
+        """Wait until predicate() is true, re-checking on every change (and every 50 ms)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._changed.clear()
+            if predicate():
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(self._timeout_message(predicate, timeout))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+
+    def _timeout_message(self, predicate: Callable[[], bool], timeout: float) -> str:
+        last = [f"{c.method}->{c.status}/{c.error or 'ok'}" for c in self.calls[-5:]]
+        name = getattr(predicate, "__qualname__", repr(predicate))
+        return (
+            f"wait_for({name}) still false after {timeout}s: {len(self.calls)} API calls "
+            f"(last: {', '.join(last) or 'none'}), {len(self.deliveries)} envelopes sent, "
+            f"{len(self.acked)} acked, {self.hub.num_connections} connections"
+        )
+
+
+def _token(request: web.Request, args: dict[str, Any]) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        args.pop("token", None)
+        return header.removeprefix("Bearer ").strip()
+    token = args.pop("token", None)
+    return str(token) if token else None
+
+
+async def _read_args(request: web.Request) -> dict[str, Any]:
+    """Merge query string, form body and JSON body, as Slack does (ValueError on bad JSON)."""
+    args: dict[str, Any] = dict(request.query)
+    if request.method != "POST" or not request.can_read_body:
+        return args
+    if request.content_type == "application/json":
+        raw = await request.read()
+        if raw.strip():
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("JSON body is not an object")
+            args.update(body)
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        args.update({k: v for k, v in form.items() if isinstance(v, str)})
+    return args

@@ -1,0 +1,106 @@
+"""The stand-in's message store: every message by (channel, ts), threads, bot messages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StreamState = Literal["streaming", "stopped"]
+
+
+@dataclass
+class StoredMessage:
+    """One message as Slack currently holds it, plus the history a test wants to read."""
+
+    channel: str
+    ts: str
+    text: str = ""
+    user: str | None = None
+    bot_id: str | None = None
+    thread_ts: str | None = None
+    blocks: list[Any] | None = None
+    attachments: list[Any] | None = None
+    edits: list[tuple[float, str]] = field(default_factory=list)
+    """(time.monotonic(), text after the change) for every chat.update and stream append/stop."""
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    """Non-text streaming chunks (task_update, plan_update, blocks) in arrival order."""
+    stream_state: StreamState | None = None
+    stream_started: float = 0.0
+    created: float = field(default_factory=time.monotonic)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other arguments the poster sent (mrkdwn, unfurl_links, metadata, ...)."""
+    reply_count: int = 0
+
+    @property
+    def is_bot(self) -> bool:
+        return self.bot_id is not None
+
+    def to_api(self, team_id: str) -> dict[str, Any]:
+        """The message as Slack's Web API shows it."""
+        out: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text, "team": team_id}
+        if self.user is not None:
+            out["user"] = self.user
+        if self.bot_id is not None:
+            out["bot_id"] = self.bot_id
+        if self.thread_ts is not None:
+            out["thread_ts"] = self.thread_ts
+        if self.reply_count:
+            out["reply_count"] = self.reply_count
+        if self.blocks is not None:
+            out["blocks"] = self.blocks
+        if self.attachments is not None:
+            out["attachments"] = self.attachments
+        if self.reactions:
+            out["reactions"] = [
+                {"name": name, "users": users, "count": len(users)}
+                for name, users in self.reactions.items()
+            ]
+        return out
+
+
+class MessageStore:
+    """Messages indexed for O(1) lookup by ts, by thread and by bot channel."""
+
+    def __init__(self) -> None:
+        self._messages: dict[tuple[str, str], StoredMessage] = {}
+        self._replies: dict[tuple[str, str], list[StoredMessage]] = {}
+        self._bot_all: list[StoredMessage] = []
+        self._bot_by_channel: dict[str, list[StoredMessage]] = {}
+        self._last_us = 0
+
+    def next_ts(self) -> str:
+        """A unique, strictly increasing Slack ts ("1700000000.000100") close to wall time."""
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        seconds, micros = divmod(self._last_us, 1_000_000)
+        return f"{seconds}.{micros:06d}"
+
+    def add(self, message: StoredMessage) -> StoredMessage:
+        """Store a new message (its ts must come from next_ts so threads stay ordered)."""
+        self._messages[(message.channel, message.ts)] = message
+        if message.thread_ts is not None and message.thread_ts != message.ts:
+            key = (message.channel, message.thread_ts)
+            self._replies.setdefault(key, []).append(message)
+            parent = self._messages.get(key)
+            if parent is not None:
+                parent.thread_ts = parent.ts
+                parent.reply_count += 1
+        if message.is_bot:
+            self._bot_all.append(message)
+            self._bot_by_channel.setdefault(message.channel, []).append(message)
+        return message
+
+    def get(self, channel: str, ts: str) -> StoredMessage | None:
+        return self._messages.get((channel, ts))
+
+    def thread(self, channel: str, thread_ts: str) -> list[StoredMessage]:
+        """Parent (when known) first, then replies by ts."""
+        parent = self._messages.get((channel, thread_ts))
+        replies = self._replies.get((channel, thread_ts), [])
+        return ([parent] if parent is not None else []) + list(replies)
+
+    def bot_messages(self, channel: str | None = None) -> list[StoredMessage]:
+        if channel is None:
+            return list(self._bot_all)
+        return list(self._bot_by_channel.get(channel, []))

@@ -1,0 +1,82 @@
+"""Shared fixtures: a clean environment, the two stand-ins on 127.0.0.1, and the real bot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_CONTENT = REPO / "seed-content"
+SCRUBBED_PREFIXES = ("SLACK_", "POWABASE_", "POWABOT_", "SUPABASE_")
+PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's Slack/Powabase settings or proxies (traffic stays local)."""
+    for name in list(os.environ):
+        if name.startswith(SCRUBBED_PREFIXES) or name in PROXY_VARS:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    yield
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[Any]:
+    from sandbox.slack import SlackStandin
+
+    standin = SlackStandin()
+    await standin.start()
+    try:
+        yield standin
+    finally:
+        await standin.stop()
+
+
+@pytest.fixture
+async def powabase() -> AsyncIterator[Any]:
+    from sandbox.powabase import PowabaseStandin
+
+    standin = PowabaseStandin(delta_delay=0.002)
+    await standin.start()
+    standin.orchestration_id = standin.seed_from(SEED_CONTENT)
+    try:
+        yield standin
+    finally:
+        await standin.stop()
+
+
+def bot_settings(slack: Any, powabase: Any, tmp_path: Path, **extra: Any) -> Any:
+    from bot.settings import Settings
+
+    values: dict[str, Any] = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "SLACK_API_URL": slack.api_url,
+        "POWABASE_URL": powabase.url,
+        "POWABASE_API_KEY": powabase.api_key,
+        "POWABASE_ORCHESTRATION_ID": powabase.orchestration_id,
+        "POWABOT_STORE": f"sqlite:///{tmp_path / 'sessions.db'}",
+        "POWABOT_EDIT_INTERVAL": 0.05,
+        "LOG_FORMAT": "console",
+    }
+    values.update(extra)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def bot(slack: Any, powabase: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """The production bot in Socket Mode, its only difference from production the base URLs."""
+    from bot.service import Powabot
+
+    instance = Powabot(bot_settings(slack, powabase, tmp_path))
+    await instance.start()
+    await slack.wait_connected()
+    try:
+        yield instance
+    finally:
+        await instance.stop()

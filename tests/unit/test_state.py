@@ -1,0 +1,118 @@
+"""The answer state follows a supervisor run: activity first, coordinator text, then final."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.powabase.events import parse_event
+from bot.state import ActivityKind, AnswerState, ErrorKind, Phase
+
+
+def feed(state: AnswerState, frames: list[dict[str, Any]], start: float = 0.0) -> None:
+    for i, frame in enumerate(frames):
+        state.apply(parse_event(None, json.dumps(frame)), start + i)
+
+
+RUN = [
+    {"event": "start", "run_id": "orch_run_a", "session_id": "orch_sess_a"},
+    {"event": "orchestration_started", "strategy": "supervisor", "name": "Support"},
+    {"event": "tool_call", "tool_name": "delegate_to_billing-agent", "arguments": {"task": "x"}},
+    {
+        "event": "delegation_started",
+        "agent": "billing-agent",
+        "task": "refund window",
+        "child_execution_id": "c1",
+    },
+    {
+        "event": "tool_call",
+        "tool_name": "knowledge_search",
+        "arguments": {"query": "refund window pro"},
+        "call_id": "k1",
+    },
+    {
+        "event": "tool_result",
+        "tool_name": "knowledge_search",
+        "call_id": "k1",
+        "result_preview": "30 days",
+        "duration_ms": 120,
+    },
+    {"event": "content_delta", "delta": "Specialist report"},
+    {
+        "event": "delegation_completed",
+        "agent": "billing-agent",
+        "child_execution_id": "c1",
+        "status": "completed",
+        "usage": {"total_tokens": 90},
+    },
+    {"event": "content_delta", "delta": "Pro plans can be refunded "},
+    {"event": "content_delta", "delta": "within 30 days."},
+    {"event": "chunk", "content": "Pro plans can be refunded within **30 days**."},
+    {
+        "event": "complete",
+        "run_id": "orch_run_a",
+        "session_id": "orch_sess_a",
+        "content": "Pro plans can be refunded within **30 days**.",
+        "status": "completed",
+        "usage": {"total_tokens": 300},
+    },
+]
+
+
+def test_activity_names_specialist_and_search_before_text() -> None:
+    """Before any answer text, the state says who is asked and what is searched."""
+    state = AnswerState()
+    feed(state, RUN[:4])
+    assert state.phase is Phase.WORKING
+    assert state.activity is not None and state.activity.kind is ActivityKind.DELEGATING
+    assert state.activity.agent == "billing-agent"
+    feed(state, RUN[4:5], start=4)
+    assert state.activity is not None and state.activity.kind is ActivityKind.SEARCHING
+    assert state.activity.query == "refund window pro"
+
+
+def test_specialist_report_is_not_the_answer() -> None:
+    """Text streamed inside a delegation goes to the trace, not to the user's answer."""
+    state = AnswerState()
+    feed(state, RUN[:8])
+    assert state.text == ""
+    assert state.delegations[0].report == "Specialist report"
+    assert state.activity is not None and state.activity.kind is ActivityKind.SYNTHESIZING
+
+
+def test_complete_content_is_authoritative_and_trace_is_kept() -> None:
+    """The final text is complete.content; delegation duration, search and usage are kept."""
+    state = AnswerState()
+    feed(state, RUN)
+    assert state.phase is Phase.DONE
+    assert state.text == "Pro plans can be refunded within **30 days**."
+    d = state.delegations[0]
+    assert d.agent == "billing-agent" and d.duration_s == 4.0 and d.usage == {"total_tokens": 90}
+    assert d.tool_calls[0].query == "refund window pro" and d.tool_calls[0].duration_ms == 120
+    assert state.session_id == "orch_sess_a" and state.usage == {"total_tokens": 300}
+
+
+def test_streaming_text_accumulates_outside_delegations() -> None:
+    """Coordinator deltas build the visible answer progressively."""
+    state = AnswerState()
+    feed(state, RUN[:10])
+    assert state.phase is Phase.STREAMING
+    assert state.text == "Pro plans can be refunded within 30 days."
+
+
+def test_failed_complete_and_error_event_keep_partial_text() -> None:
+    """A failed run keeps what arrived and records why."""
+    state = AnswerState()
+    feed(state, [*RUN[:9], {"event": "error", "error": {"message": "provider down"}}])
+    assert state.phase is Phase.FAILED and state.text == "Pro plans can be refunded "
+    assert state.error is not None and state.error.kind is ErrorKind.RUN_FAILED
+    failed = AnswerState()
+    feed(failed, [RUN[0], {"event": "complete", "status": "failed", "error": "boom"}])
+    assert failed.phase is Phase.FAILED
+
+
+def test_unknown_events_change_nothing_visible() -> None:
+    """Events this version does not know are counted, not shown."""
+    state = AnswerState()
+    feed(state, [RUN[0], {"event": "hook_result", "x": 1}, {"event": "step_reset"}])
+    assert state.unknown_events == 2 and state.text == ""

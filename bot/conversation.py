@@ -26,7 +26,7 @@ from bot.errors import (
 )
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
-from bot.render import render_answer, render_trace
+from bot.render import render_trace
 from bot.slack.publisher import AnswerStream, Publisher
 from bot.state import AnswerState, ErrorKind, Phase
 from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_session_id
@@ -144,7 +144,7 @@ class Answerer:
     async def _answer(self, q: Question) -> AnswerState:
         state = AnswerState(question=q.text, started_at=self.clock())
         stream = self.publisher.open(q.team_id, q.channel_id, q.reply_thread_ts)
-        await stream.start(render_answer(state))
+        await stream.start(state)
         log.info("answer_started")
         last_event = [self.clock()]
         watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
@@ -188,8 +188,7 @@ class Answerer:
                     structlog.contextvars.bind_contextvars(run_id=event.run_id)
                     if event.session_id and event.session_id != session.agent_session_id:
                         await self.store.set_agent_session_id(q.key, event.session_id)
-                if state.phase is not Phase.DONE:
-                    stream.update(render_answer(state))
+                stream.update()
 
     async def _watch_for_stalls(
         self, state: AnswerState, stream: AnswerStream, last_event: list[float]
@@ -198,12 +197,12 @@ class Answerer:
             await asyncio.sleep(min(1.0, self.stall_after / 4))
             if not state.stalled and self.clock() - last_event[0] >= self.stall_after:
                 state.mark_stalled()
-                stream.update(render_answer(state))
+                stream.update()
 
     async def _finish(self, q: Question, state: AnswerState, stream: AnswerStream) -> None:
         extra = render_trace(state) if state.phase is Phase.DONE and state.delegations else []
         try:
-            await stream.finish(render_answer(state), extra)
+            await stream.finish(extra)
         except SlackDeliveryError as exc:
             log.error("answer_undeliverable", method=exc.method, error=exc.error)
         log.info(

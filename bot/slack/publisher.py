@@ -1,8 +1,8 @@
 """The publisher: the only code that calls Slack's write methods.
 
-One `AnswerStream` per answer owns the thread messages of that answer. Callers hand it the newest
-rendered payloads as often as they like; a background flusher sends them no faster than the
-per-message interval and the shared workspace budget allow, always coalescing to the newest state.
+One `AnswerStream` per answer owns the thread messages of that answer. Callers tell it the answer
+state changed as often as they like; a background flusher renders the newest state (only when it
+is about to send) no faster than the per-message interval and the shared workspace budget allow.
 `finish()` guarantees the final state is delivered (retrying 429s after `Retry-After` and transient
 errors with backoff) and then posts any extra messages, such as the delegation trace.
 """
@@ -21,7 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import SlackDeliveryError
+from bot.render import render_answer
 from bot.slack.budget import Budgets, TokenBucket
+from bot.state import AnswerState
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +132,7 @@ class AnswerStream:
         self.channel = channel
         self.thread_ts = thread_ts
         self.sent: list[Sent] = []
+        self._state = AnswerState()
         self._desired: list[Payload] = []
         self._final = False
         self._dirty = asyncio.Event()
@@ -145,8 +148,10 @@ class AnswerStream:
     def posts(self) -> TokenBucket:
         return self.p.budgets.posts(self.channel)
 
-    async def start(self, payloads: Sequence[Payload]) -> str:
+    async def start(self, state: AnswerState) -> str:
         """Post the placeholder right away (it is what tells the user we heard them)."""
+        self._state = state
+        payloads = render_answer(state)
         first = payloads[0]
         data = await self.p.call_reliably(
             "chat.postMessage",
@@ -158,26 +163,22 @@ class AnswerStream:
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), first))
         self._last_edit = time.monotonic()
-        self._desired = list(payloads)
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.thread_ts}")
         if len(payloads) > 1:
             self._dirty.set()
         return self.sent[0].ts
 
-    def update(self, payloads: Sequence[Payload]) -> None:
-        """Hand over the newest render; cheap, never waits, the flusher paces it."""
-        if self._final:
-            return
-        self._desired = list(payloads)
-        self._dirty.set()
+    def update(self) -> None:
+        """The state changed; cheap, never waits, the flusher renders and paces it."""
+        if not self._final:
+            self._dirty.set()
 
-    async def finish(self, payloads: Sequence[Payload], extra: Sequence[Payload] = ()) -> None:
+    async def finish(self, extra: Sequence[Payload] = ()) -> None:
         """Deliver the final render for sure, then post `extra` messages below it."""
-        self._desired = list(payloads)
         self._final = True
         self._dirty.set()
         if self._flusher is None:  # the placeholder never made it: post everything
-            for payload in payloads:
+            for payload in render_answer(self._state):
                 await self._post(payload, reliable=True)
         else:
             await self._flusher
@@ -206,6 +207,7 @@ class AnswerStream:
             if wait > 0:
                 await asyncio.sleep(wait)
             final = self._final
+            self._desired = list(render_answer(self._state))
             for index in self._pending():
                 if final:
                     await self._send(index, reliable=True)

@@ -1,0 +1,347 @@
+"""`POST /api/orchestrations/{id}/run/stream` and the history endpoints built on its records."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sandbox.powabase import model
+from sandbox.powabase.context import CONTEXT, Context
+from sandbox.powabase.faults import RunFault
+from sandbox.powabase.replies import ApiError, read_json
+from sandbox.powabase.sse import EventWriter
+from sandbox.powabase.state import Orchestration, RunRecord, Session, now_iso, short_hex
+
+HTML_ERROR = (
+    "<!doctype html>\n<html lang=en>\n<title>{status} Internal Server Error</title>\n"
+    "<h1>Internal Server Error</h1>\n<p>{text}</p>\n"
+)
+WORDS_PER_DELTA = 3
+
+
+def split_deltas(text: str, words: int = WORDS_PER_DELTA) -> list[str]:
+    """Cut ``text`` into pieces of a few words whose concatenation is exactly ``text``."""
+    tokens = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+    return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]
+
+
+class _Dropped(Exception):
+    """The scripted run aborted the connection on purpose (fault `drop`)."""
+
+
+async def run_stream(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    body = await read_json(request)
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise ApiError(400, "'message' is required")
+    session_id = body.get("session_id")
+    if session_id is not None and (not isinstance(session_id, str) or not session_id):
+        raise ApiError(400, "'session_id' must be a non-empty string or null")
+    orchestration = ctx.store.orchestrations.get(request.match_info["orch_id"])
+    if orchestration is None:
+        raise ApiError(404, "Orchestration not found")
+    record = RunRecord(orchestration.id, message, session_id)
+    ctx.store.runs.append(record)
+    ctx.store.counters["run_started"] += 1
+    fault = ctx.faults.next_run_fault()
+    record.fault = fault.kind if fault else None
+    if fault and fault.kind in ("status", "html_status"):
+        record.status = f"http_{fault.status}"
+        record.done.set()
+        text = fault.body or "injected failure"
+        if fault.kind == "html_status":
+            html = HTML_ERROR.format(status=fault.status, text=text)
+            return web.Response(status=fault.status, text=html, content_type="text/html")
+        return web.json_response({"error": text}, status=fault.status)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        async with EventWriter(response, record, ctx.keepalive_interval) as writer:
+            await _play(writer, ctx, record, orchestration, fault)
+        await response.write_eof()
+    except _Dropped:
+        record.status = "dropped"
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionError:  # the client went away: the run is cancelled, nothing to answer
+        record.status = "cancelled"
+    except asyncio.CancelledError:
+        record.status = "cancelled"
+        raise
+    finally:
+        record.done.set()
+    return response
+
+
+def _session(ctx: Context, orchestration: Orchestration, requested: str | None) -> Session:
+    """The session named by the client (adopted if unknown) or a new one."""
+    session_id = requested or f"orch_sess_{short_hex()}"
+    session = ctx.store.sessions.get(session_id)
+    if session is None:
+        session = Session(session_id, orchestration.id)
+        ctx.store.sessions[session_id] = session
+    return session
+
+
+async def _play(
+    w: EventWriter, ctx: Context, record: RunRecord, orch: Orchestration, fault: RunFault | None
+) -> None:
+    """Write the scripted supervisor run, bending it as ``fault`` asks."""
+    kind = fault.kind if fault else None
+    if fault and kind == "delay":
+        await asyncio.sleep(fault.delay)
+    if fault and kind == "early_error":
+        record.status = "error"
+        await w.send("error", error=fault.body or "Orchestration not found", code="not_found")
+        return
+    session = _session(ctx, orch, record.session_id_sent)
+    history = list(session.messages)
+    session.messages.append({"role": "user", "content": record.message})
+    session.last_activity_at = now_iso()
+    record.session_id, record.run_id = session.id, f"orch_run_{short_hex()}"
+    session.run_ids.append(record.run_id)
+    reasoning = bool(orch.orchestrator_config.get("reasoning_effort"))
+    await w.send(
+        "start", run_id=record.run_id, session_id=session.id, reasoning_requested=reasoning
+    )
+    await w.send("orchestration_started", strategy=orch.strategy, name=orch.name)
+    if fault and kind == "unknown_events":
+        # Event types a newer engine emits; clients must tolerate them.
+        await w.send("hook_result", hook="pre_run", result={"ok": True})
+        await w.send("model_fallback", from_model="gpt-5.4-mini", to_model="gpt-5.4-nano")
+        await w.send("compaction", tokens_before=1200, tokens_after=600)
+    await w.send("step_started", step=1, is_last_step=False)
+    ans = model.answer(ctx.store, orch, record.message, history)
+    tool_calls: list[dict[str, Any]] = []
+    if reasoning:
+        thought = f"Route to {ans.agent.name}." if ans.agent else "No specialist to route to."
+        await w.send("reasoning", step=1, source="thinking", content=thought)
+    steps = 1
+    if ans.agent is not None:
+        steps = 2
+        tool_calls = await _delegate(w, ctx, record, ans)
+        await w.send("step_started", step=2, is_last_step=True)
+    record.usage = model.usage_for(record.message, ans.report, ans.final)
+    if fault and kind == "failed":
+        record.status = "failed"
+        error = fault.body or "The model provider returned an error"
+        await w.send("orchestration_completed", status="failed", steps=steps, usage=record.usage)
+        await w.send(
+            "complete",
+            run_id=record.run_id,
+            session_id=session.id,
+            content="",
+            status="failed",
+            steps=steps,
+            usage=record.usage,
+            error=error,
+        )
+        return
+    cut = fault.after_deltas if fault and kind in ("drop", "error_event") else None
+    for index, piece in enumerate(split_deltas(ans.final)):
+        if index == cut:
+            break
+        if fault and kind == "unknown_events" and index == 1:
+            await w.send("step_reset", step=2, reason="retry")
+        sent = await w.send("content_delta", delta=piece)
+        if record.t_first_content_delta is None:
+            record.t_first_content_delta = sent
+        if ctx.delta_delay > 0:
+            await asyncio.sleep(ctx.delta_delay)
+    if fault and kind == "drop":
+        raise _Dropped
+    if fault and kind == "error_event":
+        record.status = "error"
+        error = fault.body or "Upstream model error: the provider closed the connection"
+        await w.send("error", error=error, code="provider_error", provider="openai")
+        return
+    await w.send("step_completed", step=steps, finish_reason="stop", has_tool_calls=False)
+    await w.send("orchestration_completed", status="completed", steps=steps, usage=record.usage)
+    if fault and kind == "no_complete":
+        record.status = "no_complete"
+        return
+    record.answer = ans.final
+    events = [p for p in record.event_payloads]
+    session.messages.append(
+        {
+            "role": "assistant",
+            "content": ans.final,
+            "run_id": record.run_id,
+            "events": events,
+            "tool_calls": tool_calls,
+        }
+    )
+    await w.send("chunk", content=ans.final)
+    record.t_complete = await w.send(
+        "complete",
+        run_id=record.run_id,
+        session_id=session.id,
+        content=ans.final,
+        status="completed",
+        steps=steps,
+        usage=record.usage,
+        error=None,
+    )
+    record.status = "completed"
+    record.completed_at = now_iso()
+
+
+async def _delegate(
+    w: EventWriter, ctx: Context, record: RunRecord, ans: model.Answer
+) -> list[dict[str, Any]]:
+    """The coordinator's delegation and the specialist's KB search and report."""
+    assert ans.agent is not None
+    record.delegated_to, record.task, record.report = ans.agent.name, ans.task, ans.report
+    record.child_execution_id = f"exec_{short_hex()}"
+    tool, call_id, search_id = f"delegate_to_{ans.agent.name}", f"call_{short_hex()}", ""
+    started = time.monotonic()
+    await w.send("tool_call", step=1, tool_name=tool, arguments={"task": ans.task}, call_id=call_id)
+    await w.send(
+        "delegation_started",
+        agent=ans.agent.name,
+        task=ans.task,
+        child_execution_id=record.child_execution_id,
+    )
+    await w.send("step_started", step=1, is_last_step=False)
+    search_id = f"call_{short_hex()}"
+    arguments = {"query": ans.query}
+    await w.send(
+        "tool_call", step=1, tool_name="knowledge_search", arguments=arguments, call_id=search_id
+    )
+    found = ans.passage.body if ans.passage else "No results."
+    meta = {"knowledge_bases": list(ans.kb_names), "results": 1 if ans.passage else 0}
+    if ans.passage:
+        meta["source"] = ans.passage.source_name
+    await w.send(
+        "tool_result",
+        step=1,
+        tool_name="knowledge_search",
+        call_id=search_id,
+        result_preview=found[:200],
+        result_meta=meta,
+        duration_ms=12,
+    )
+    await w.send("step_completed", step=1, finish_reason="tool_calls", has_tool_calls=True)
+    await w.send("step_started", step=2, is_last_step=True)
+    for piece in split_deltas(ans.report):
+        await w.send("content_delta", delta=piece)
+    await w.send("step_completed", step=2, finish_reason="stop", has_tool_calls=False)
+    child_usage = model.usage_for(ans.task, found, ans.report)
+    await w.send(
+        "delegation_completed",
+        agent=ans.agent.name,
+        child_execution_id=record.child_execution_id,
+        status="completed",
+        steps=2,
+        usage=child_usage,
+    )
+    duration = int((time.monotonic() - started) * 1000)
+    await w.send(
+        "tool_result",
+        step=1,
+        tool_name=tool,
+        call_id=call_id,
+        result_preview=ans.report[:200],
+        result_meta={"agent": ans.agent.name, "status": "completed"},
+        duration_ms=duration,
+    )
+    await w.send("step_completed", step=1, finish_reason="tool_calls", has_tool_calls=True)
+    return [
+        {
+            "step": 1,
+            "tool_name": tool,
+            "arguments": {"task": ans.task},
+            "result": ans.report,
+            "duration_ms": duration,
+        },
+        {
+            "step": 1,
+            "tool_name": "knowledge_search",
+            "arguments": arguments,
+            "result": found,
+            "duration_ms": 12,
+        },
+    ]
+
+
+def _session_or_404(ctx: Context, session_id: str, orch_id: str | None) -> Session:
+    session = ctx.store.sessions.get(session_id)
+    if session is None or (orch_id is not None and session.orchestration_id != orch_id):
+        raise ApiError(404, "Session not found")
+    return session
+
+
+def _messages_body(session: Session) -> dict[str, Any]:
+    assistant = [m for m in session.messages if m["role"] == "assistant"]
+    return {
+        "session_id": session.id,
+        "messages": session.messages,
+        "events": [e for m in assistant for e in m.get("events", [])],
+        "tool_calls": [t for m in assistant for t in m.get("tool_calls", [])],
+    }
+
+
+async def session_messages(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    orch_id = request.match_info.get("orch_id")
+    session = _session_or_404(ctx, request.match_info["session_id"], orch_id)
+    return web.json_response(_messages_body(session))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    orch_id = request.match_info["orch_id"]
+    if orch_id not in ctx.store.orchestrations:
+        raise ApiError(404, "Orchestration not found")
+    sessions = [s for s in ctx.store.sessions.values() if s.orchestration_id == orch_id]
+    rows = [
+        {
+            "session_id": s.id,
+            "run_count": len(s.run_ids),
+            "first_message": next((m["content"] for m in s.messages if m["role"] == "user"), ""),
+            "last_activity_at": s.last_activity_at,
+            "created_at": s.created_at,
+        }
+        for s in sessions
+    ]
+    return web.json_response({"sessions": rows, "total": len(rows)})
+
+
+async def run_detail(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    run = ctx.store.run_by_id(request.match_info["run_id"])
+    if run is None:
+        raise ApiError(404, "Run not found")
+    children = []
+    if run.delegated_to:
+        children.append(
+            {
+                "id": run.child_execution_id,
+                "agent": run.delegated_to,
+                "task": run.task,
+                "status": "completed",
+                "output": run.report,
+                "steps": 2,
+            }
+        )
+    return web.json_response(
+        {
+            "id": run.run_id,
+            "orchestration_id": run.orchestration_id,
+            "session_id": run.session_id,
+            "status": run.status,
+            "input": run.message,
+            "output": run.answer,
+            "usage": run.usage,
+            "created_at": run.created_at,
+            "completed_at": run.completed_at,
+            "child_runs": children,
+        }
+    )

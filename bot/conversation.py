@@ -27,7 +27,7 @@ from bot.errors import (
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
 from bot.render import render_trace
-from bot.slack.publisher import AnswerStream, Publisher
+from bot.slack.publisher import Publisher, Stream
 from bot.state import AnswerState, ErrorKind, Phase
 from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_session_id
 
@@ -143,7 +143,13 @@ class Answerer:
 
     async def _answer(self, q: Question) -> AnswerState:
         state = AnswerState(question=q.text, started_at=self.clock())
-        stream = self.publisher.open(q.team_id, q.channel_id, q.reply_thread_ts)
+        stream = self.publisher.open(
+            q.team_id,
+            q.channel_id,
+            q.reply_thread_ts,
+            user_id=q.user_id,
+            channel_type=q.channel_type,
+        )
         await stream.start(state)
         log.info("answer_started")
         last_event = [self.clock()]
@@ -170,7 +176,11 @@ class Answerer:
         return state
 
     async def _run(
-        self, q: Question, state: AnswerState, stream: AnswerStream, last_event: list[float]
+        self,
+        q: Question,
+        state: AnswerState,
+        stream: Stream,
+        last_event: list[float],
     ) -> None:
         session = await self.store.get_session(q.key)
         if session is None:
@@ -191,7 +201,7 @@ class Answerer:
                 stream.update()
 
     async def _watch_for_stalls(
-        self, state: AnswerState, stream: AnswerStream, last_event: list[float]
+        self, state: AnswerState, stream: Stream, last_event: list[float]
     ) -> None:
         while not state.finished:
             await asyncio.sleep(min(1.0, self.stall_after / 4))
@@ -199,7 +209,7 @@ class Answerer:
                 state.mark_stalled()
                 stream.update()
 
-    async def _finish(self, q: Question, state: AnswerState, stream: AnswerStream) -> None:
+    async def _finish(self, q: Question, state: AnswerState, stream: Stream) -> None:
         extra = render_trace(state) if state.phase is Phase.DONE and state.delegations else []
         try:
             await stream.finish(extra)

@@ -54,6 +54,7 @@ class Powabot:
             self.slack,
             budgets or Budgets(edits_per_minute=settings.POWABOT_WORKSPACE_EDITS_PER_MINUTE),
             min_interval=settings.POWABOT_EDIT_INTERVAL,
+            native_streaming=settings.POWABOT_NATIVE_STREAMING,
         )
         self.answerer = Answerer(
             store=self.store,

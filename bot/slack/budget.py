@@ -87,6 +87,14 @@ class Budgets:
     final_reserve: float = 0.3  # share of the edit burst intermediate edits must leave free
     _edits: dict[str, TokenBucket] = field(default_factory=dict)
     _posts: dict[str, TokenBucket] = field(default_factory=dict)
+    _other: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def bucket(self, name: str, rate: float, capacity: float) -> TokenBucket:
+        """Any other named bucket (e.g. chat.appendStream per workspace)."""
+        found = self._other.get(name)
+        if found is None:
+            found = self._other[name] = TokenBucket(rate, capacity)
+        return found
 
     def edits(self, team_id: str) -> TokenBucket:
         bucket = self._edits.get(team_id)

@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer
 from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.native import NativeAnswerStream
 from bot.state import AnswerState
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,18 @@ class _Transient(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Unknown:
+    """What a message adopted from elsewhere shows: never equal to a render, so it gets edited."""
+
+    text: str = "\u0000"
+    blocks: list[dict[str, Any]] | None = None
+    attachments: list[dict[str, Any]] | None = None
+
+
+_UNKNOWN = _Unknown()
+
+
 def _payload_args(payload: Payload) -> dict[str, Any]:
     args: dict[str, Any] = {"text": payload.text, "unfurl_links": False, "unfurl_media": False}
     if payload.blocks is not None:
@@ -76,13 +89,32 @@ class Publisher:
     """Creates answer streams; holds the Slack client and the process-wide rate budgets."""
 
     def __init__(
-        self, client: AsyncWebClient, budgets: Budgets | None = None, *, min_interval: float = 1.0
+        self,
+        client: AsyncWebClient,
+        budgets: Budgets | None = None,
+        *,
+        min_interval: float = 1.0,
+        native_streaming: bool = False,
     ) -> None:
         self.client = client
         self.budgets = budgets or Budgets()
         self.min_interval = min_interval
+        self.native_streaming = native_streaming
 
-    def open(self, team_id: str, channel: str, thread_ts: str) -> AnswerStream:
+    def open(
+        self,
+        team_id: str,
+        channel: str,
+        thread_ts: str,
+        *,
+        user_id: str = "",
+        channel_type: str | None = None,
+    ) -> AnswerStream | NativeAnswerStream:
+        """The stream for one answer: native chat streaming in DMs when enabled, else classic."""
+        if self.native_streaming and channel_type == "im":
+            return NativeAnswerStream(
+                self, team_id, channel, thread_ts, user_id=user_id, in_dm=True
+            )
         return AnswerStream(self, team_id, channel, thread_ts)
 
     async def call(self, method: str, bucket: TokenBucket, **args: Any) -> dict[str, Any]:
@@ -139,6 +171,25 @@ class AnswerStream:
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self.calls = 0
+
+    @classmethod
+    def adopt(
+        cls,
+        publisher: Publisher,
+        team_id: str,
+        channel: str,
+        thread_ts: str,
+        *,
+        ts: str,
+        state: AnswerState,
+    ) -> AnswerStream:
+        """Take over a message posted some other way (a native stream): edit it from now on."""
+        stream = cls(publisher, team_id, channel, thread_ts)
+        stream._state = state
+        stream.sent.append(Sent(ts, _UNKNOWN))
+        stream._flusher = asyncio.create_task(stream._flush_loop(), name=f"flush-{thread_ts}")
+        stream._dirty.set()
+        return stream
 
     @property
     def edits(self) -> TokenBucket:
@@ -272,3 +323,6 @@ class AnswerStream:
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), payload))
         return True
+
+
+Stream = AnswerStream | NativeAnswerStream

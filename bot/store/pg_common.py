@@ -3,6 +3,7 @@ the columns they read and the schema they need, and how a row becomes a ChatSess
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -77,3 +78,8 @@ def session_from_row(key: ThreadKey, row: Mapping[str, Any]) -> ChatSession:
         last_run_id=row["last_run_id"],
         last_run_status=row["last_run_status"],
     )
+
+
+def trace_json(trace: Mapping[str, Any]) -> str:
+    """The trace as JSON text; values JSON lacks (datetimes, …) as their str(), like SQLite."""
+    return json.dumps(trace, default=str)

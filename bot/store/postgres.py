@@ -6,7 +6,6 @@ or a role with BYPASSRLS: the bot writes rows that the web app's RLS policy woul
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from bot.store.pg_common import (
     SESSION_COLUMNS,
     missing_columns,
     session_from_row,
+    trace_json,
 )
 
 log = structlog.get_logger(__name__)
@@ -160,9 +160,8 @@ class PostgresStore:
     async def record_run(
         self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]
     ) -> None:
-        trace_json = json.dumps(trace, default=str)
         async with self._translate("record_run"):
-            await self.pool.execute(_RECORD_RUN, *_key_args(key), run_id, status, trace_json)
+            await self.pool.execute(_RECORD_RUN, *_key_args(key), run_id, status, trace_json(trace))
 
     async def claim_event(self, event_id: str) -> bool:
         self._claims += 1

@@ -69,8 +69,7 @@ class EventWriter:
         await self._write(encode_frame(payload))
         sent = time.monotonic()
         self._record.events.append((sent, name))
-        if name != "content_delta":
-            self._record.event_payloads.append(payload)
+        self._record.event_payloads.append(payload)
         return sent
 
     async def _write(self, data: bytes) -> None:

@@ -35,6 +35,7 @@ async def test_dm_is_answered_in_a_thread_with_progressive_edits(
     slack: Any, powabase: Any, bot: Powabot
 ) -> None:
     """A DM gets a placeholder, edits as text streams, and a final answer in its thread."""
+    powabase.context.delta_delay = 0.02  # an answer that takes about a second to stream
     msg = await ask_and_wait(
         slack, bot, user=ALICE, text="What is the refund window for an annual Pro plan?", channel=DM
     )
@@ -191,8 +192,12 @@ async def test_stream_dropped_mid_answer_keeps_partial_text_and_adds_notice(
         slack, bot, user=ALICE, text="What is the refund window for Pro annual?", channel=DM
     )
     run = powabase.runs[-1]
+    names = [p.get("event") for p in run.event_payloads]
+    after_delegation = names.index("delegation_completed")
     streamed = "".join(
-        p["delta"] for p in run.event_payloads[-20:] if p.get("event") == "content_delta"
+        p["delta"]
+        for p in run.event_payloads[after_delegation:]
+        if p.get("event") == "content_delta"
     )
     text = bot_replies(slack, DM, msg.ts)[0].text
     assert ":warning:" in text

@@ -1,0 +1,152 @@
+"""The answer as Slack thread messages, and the one-line status, from an `AnswerState`.
+
+Message 0 is the placeholder the publisher posts at once and then edits; later messages carry the
+rest of a long answer. Every message is mrkdwn text only (no blocks), so the full ~3,500
+characters are available (a section block would cap at 3,000).
+
+Decorations (typing indicator, "still working" note, failure notice) only ever touch the last
+message, and every message keeps room for the longest of them, so the split of the answer text is
+the same in every phase: finishing or failing never reshuffles earlier messages.
+"""
+
+from __future__ import annotations
+
+from bot.render.labels import agent_object, agent_subject, shorten
+from bot.render.message import SlackMessage
+from bot.render.mrkdwn import to_mrkdwn
+from bot.render.safety import escape, plain
+from bot.render.split import split_markdown
+from bot.state import Activity, ActivityKind, AnswerState, ErrorKind, Phase
+
+PLACEHOLDER = ":hourglass_flowing_sand: Looking into it…"
+TYPING = " …"
+STILL_WORKING = "_Still working on it, thanks for your patience…_"
+PARTIAL = "What you see above is partial."
+EMPTY_ANSWER = (
+    ":grey_question: I couldn't put an answer together for that. Please try rephrasing your "
+    "question, or contact the support team."
+)
+
+# What happened, and what the user can do about it. Never the raw error detail.
+NOTICES: dict[ErrorKind, tuple[str, str]] = {
+    ErrorKind.UNREACHABLE: (
+        "I couldn't reach the support system, so I can't answer this right now.",
+        "Please try again in a few minutes, or contact the support team if it's urgent.",
+    ),
+    ErrorKind.REJECTED: (
+        "The support system turned this request down, so I can't answer it right now.",
+        "Please contact the support team directly; they can help you.",
+    ),
+    ErrorKind.RUN_FAILED: (
+        "Something went wrong while the answer was being prepared.",
+        "Please ask again; if it keeps failing, contact the support team.",
+    ),
+    ErrorKind.INTERRUPTED: (
+        "The answer was cut off before it finished.",
+        "Please ask again to get the full answer.",
+    ),
+    ErrorKind.TIMEOUT: (
+        "The support system took too long to answer.",
+        "Please ask again; if it keeps happening, contact the support team.",
+    ),
+    ErrorKind.SHUTDOWN: (
+        "I'm restarting and couldn't finish this answer.",
+        "Please ask again in a minute.",
+    ),
+    ErrorKind.INTERNAL: (
+        "Something went wrong on my side.",
+        "Please ask again; if it keeps happening, contact the support team.",
+    ),
+}
+
+_ICONS = {
+    ActivityKind.THINKING: ":thinking_face:",
+    ActivityKind.DELEGATING: ":busts_in_silhouette:",
+    ActivityKind.SEARCHING: ":mag:",
+    ActivityKind.TOOL: ":hammer_and_wrench:",
+    ActivityKind.SYNTHESIZING: ":memo:",
+}
+QUERY_LIMIT = 80
+
+
+def notice(kind: ErrorKind, *, partial: bool) -> str:
+    """The failure notice for ``kind``; ``partial`` says text above it was kept."""
+    what, todo = NOTICES[kind]
+    return f":warning: {what} {PARTIAL + ' ' if partial else ''}{todo}"
+
+
+# Room every message keeps for whatever may be appended to the last one.
+RESERVE = max(
+    len(TYPING) + 1,
+    len(STILL_WORKING) + 2,
+    *(len(notice(kind, partial=True)) + 2 for kind in ErrorKind),
+)
+MIN_MAX_CHARS = RESERVE + 200
+
+
+def activity_text(activity: Activity | None) -> str:
+    """What the orchestration is doing, as a plain sentence (not escaped)."""
+    if activity is None:
+        return "Looking into it…"
+    kind, agent = activity.kind, activity.agent
+    if kind is ActivityKind.THINKING:
+        return "Reading your question…"
+    if kind is ActivityKind.DELEGATING:
+        return f"Asking {agent_object(agent)}…"
+    if kind is ActivityKind.SYNTHESIZING:
+        return "Putting the answer together…"
+    if kind is ActivityKind.SEARCHING:
+        doing = "searching the knowledge base"
+        if activity.query:
+            doing += f" for “{shorten(activity.query, QUERY_LIMIT)}”"
+    else:
+        doing = f"using {shorten(activity.tool or 'a tool', 40)}"
+    if agent:
+        return f"{agent_subject(agent)} is {doing}…"
+    return f"{doing[:1].upper()}{doing[1:]}…"
+
+
+def status_text(state: AnswerState) -> str:
+    """The one-line activity (plain text) for assistant.threads.setStatus; "" once finished."""
+    if state.finished:
+        return ""
+    if state.phase is Phase.STREAMING:
+        return "Writing the answer…"
+    if state.phase is Phase.WAITING:
+        return "Looking into it…"
+    return plain(activity_text(state.activity))
+
+
+def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMessage]:
+    """The answer as thread messages; index 0 is the placeholder that gets edited."""
+    if max_chars < MIN_MAX_CHARS:
+        raise ValueError(f"render_answer: max_chars must be ≥ {MIN_MAX_CHARS}, got {max_chars}")
+    has_text = bool(state.text.strip())
+    if not has_text and state.phase in (Phase.WAITING, Phase.WORKING):
+        return [SlackMessage(_status_line(state))]
+    chunks = answer_chunks(state.text, max_chars - RESERVE) if has_text else []
+    if state.phase is Phase.DONE:
+        chunks = chunks or [EMPTY_ANSWER]
+    elif state.phase is Phase.FAILED:
+        kind = state.error.kind if state.error else ErrorKind.INTERNAL
+        tail = notice(kind, partial=has_text)
+        chunks = [*chunks[:-1], f"{chunks[-1]}\n\n{tail}"] if chunks else [tail]
+    elif state.stalled:
+        chunks[-1] += f"\n\n{STILL_WORKING}"
+    else:
+        chunks[-1] += ("\n" + TYPING.strip()) if chunks[-1].endswith("```") else TYPING
+    return [SlackMessage(chunk) for chunk in chunks]
+
+
+def answer_chunks(markdown: str, budget: int) -> list[str]:
+    """The answer text converted and split into ≤ ``budget``-character mrkdwn chunks."""
+    pieces = split_markdown(markdown, budget, to_mrkdwn)
+    return [to_mrkdwn(piece.markdown(markdown)) or "…" for piece in pieces]
+
+
+def _status_line(state: AnswerState) -> str:
+    if state.phase is Phase.WAITING or state.activity is None:
+        line = PLACEHOLDER
+    else:
+        line = f"{_ICONS[state.activity.kind]} {escape(activity_text(state.activity))}"
+    return f"{line}\n{STILL_WORKING}" if state.stalled else line

@@ -1,0 +1,214 @@
+"""The Supabase store: the same tables as the Postgres store, reached through PostgREST with
+supabase-py's async client and the service-role key (which bypasses RLS).
+
+The key goes to supabase-py and nowhere else: it is never logged, never part of an error
+message and not shown by repr().
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from postgrest import APIError, ReturnMethod
+from pydantic import SecretStr
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+from supabase._async.client import SupabaseException
+
+from bot.errors import StoreError
+from bot.store.base import EVENT_RETENTION_HOURS, ChatSession, StoreHealth, ThreadKey
+from bot.store.pg_common import (
+    PRUNE_EVERY,
+    REQUIRED_COLUMNS,
+    SESSION_COLUMNS,
+    SLACK_KEY_CONFLICT,
+    key_values,
+    session_from_row,
+    trace_json,
+)
+
+log = structlog.get_logger(__name__)
+
+_SELECT = ",".join(SESSION_COLUMNS)
+
+# PostgREST codes meaning "the schema is not there": undefined table / column (Postgres), and
+# PostgREST's own "not in the schema cache" codes for tables and columns.
+_NOT_MIGRATED_CODES = frozenset({"42P01", "42703", "PGRST200", "PGRST204", "PGRST205"})
+
+
+class SupabaseStore:
+    backend = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: SecretStr | str,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        retry_reads: bool = True,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._key = (
+            service_role_key
+            if isinstance(service_role_key, SecretStr)
+            else SecretStr(service_role_key)
+        )
+        self._given_http = http_client
+        self._timeout = timeout
+        self._retry_reads = retry_reads
+        self._http: httpx.AsyncClient | None = None
+        self._client: AsyncClient | None = None
+        self._claims = 0
+
+    def __repr__(self) -> str:
+        return f"SupabaseStore({self.url!r})"
+
+    @asynccontextmanager
+    async def _translate(self, action: str) -> AsyncIterator[None]:
+        """The one place postgrest / httpx / supabase errors become StoreError."""
+        try:
+            yield
+        except APIError as exc:
+            raise StoreError(
+                f"Supabase store {self.url}: {action} failed: {exc.code} {exc.message}"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StoreError(
+                f"Supabase store {self.url}: {action} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except SupabaseException as exc:
+            raise StoreError(f"Supabase store {self.url}: {action}: {exc.message}") from exc
+
+    async def open(self) -> None:
+        self._http = self._given_http or httpx.AsyncClient(timeout=self._timeout)
+        options = AsyncClientOptions(
+            httpx_client=self._http,
+            auto_refresh_token=False,
+            persist_session=False,
+            postgrest_client_retry=self._retry_reads,
+        )
+        try:
+            async with self._translate("connect"):
+                self._client = await acreate_client(
+                    self.url, self._key.get_secret_value(), options=options
+                )
+        except StoreError:
+            await self.close()
+            raise
+        log.info("store_opened", backend=self.backend, url=self.url)
+
+    async def close(self) -> None:
+        self._client = None
+        if self._http is not None and self._given_http is None:
+            http, self._http = self._http, None
+            await http.aclose()
+        self._http = None
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            raise StoreError("the Supabase store is not open")
+        return self._client
+
+    def _first_row(self, data: list[Any], action: str) -> dict[str, Any] | None:
+        """The first row of a PostgREST answer, which must be a JSON object."""
+        if not data:
+            return None
+        if not isinstance(data[0], dict):
+            raise StoreError(f"Supabase store {self.url}: {action}: unexpected answer {data[0]!r}")
+        return data[0]
+
+    async def get_session(self, key: ThreadKey) -> ChatSession | None:
+        query = self.client.table("chat_sessions").select(_SELECT)
+        for column, value in key_values(key).items():
+            query = query.eq(column, value)
+        async with self._translate("get_session"):
+            response = await query.limit(1).execute()
+        row = self._first_row(response.data, "get_session")
+        return None if row is None else session_from_row(key, row)
+
+    async def reserve_session(
+        self, key: ThreadKey, agent_session_id: str, title: str | None
+    ) -> ChatSession:
+        row = {**key_values(key), "agent_session_id": agent_session_id, "title": title}
+        query = (
+            self.client.table("chat_sessions")
+            .upsert(row, on_conflict=SLACK_KEY_CONFLICT, ignore_duplicates=True)
+            .select(_SELECT)
+        )
+        async with self._translate("reserve_session"):
+            response = await query.execute()
+        inserted = self._first_row(response.data, "reserve_session")
+        if inserted is not None:  # we won: PostgREST returned the new row
+            return session_from_row(key, inserted)
+        found = await self.get_session(key)  # someone else did: read theirs
+        if found is None:
+            raise StoreError(f"Supabase store {self.url}: reserved row vanished for {key}")
+        return found
+
+    async def _update(self, key: ThreadKey, values: dict[str, Any], action: str) -> None:
+        query = self.client.table("chat_sessions").update(values, returning=ReturnMethod.minimal)
+        for column, value in key_values(key).items():
+            query = query.eq(column, value)
+        async with self._translate(action):
+            await query.execute()
+
+    async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
+        await self._update(key, {"agent_session_id": agent_session_id}, "set_agent_session_id")
+
+    async def record_run(
+        self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]
+    ) -> None:
+        values = {
+            "last_run_id": run_id,
+            "last_run_status": status,
+            "last_trace": json.loads(trace_json(trace)),
+        }
+        await self._update(key, values, "record_run")
+
+    async def claim_event(self, event_id: str) -> bool:
+        self._claims += 1
+        events = self.client.table("slack_events")
+        async with self._translate("claim_event"):
+            if self._claims % PRUNE_EVERY == 0:
+                cutoff = datetime.now(UTC) - timedelta(hours=EVENT_RETENTION_HOURS)
+                await (
+                    events.delete(returning=ReturnMethod.minimal)
+                    .lt("claimed_at", cutoff.isoformat())
+                    .execute()
+                )
+            response = await (
+                events.upsert(
+                    {"event_id": event_id}, on_conflict="event_id", ignore_duplicates=True
+                )
+                .select("event_id")
+                .execute()
+            )
+        return len(response.data) == 1
+
+    async def health(self) -> StoreHealth:
+        if self._client is None:
+            return StoreHealth(self.backend, False, False, f"{self.url} not open")
+        missing: list[str] = []
+        for table, columns in REQUIRED_COLUMNS.items():
+            query = self._client.table(table).select(",".join(columns)).limit(0)
+            try:
+                async with self._translate(f"health check of {table}"):
+                    await query.execute()
+            except StoreError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, APIError) and cause.code in _NOT_MIGRATED_CODES:
+                    missing.append(f"{table} ({cause.message})")
+                    continue
+                return StoreHealth(self.backend, False, False, str(exc))
+        if missing:
+            return StoreHealth(
+                self.backend, True, False, f"{self.url}: missing {'; '.join(missing)}"
+            )
+        return StoreHealth(self.backend, True, True, self.url)

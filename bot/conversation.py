@@ -200,6 +200,16 @@ class Answerer:
                         await self.store.set_agent_session_id(q.key, event.session_id)
                 stream.update()
 
+    async def _post_trace(self, state: AnswerState, stream: Stream) -> None:
+        """The collapsed trace; legacy attachments where Slack refuses the container block."""
+        try:
+            await stream.post_below(render_trace(state))
+        except SlackDeliveryError as exc:
+            if exc.error not in ("invalid_blocks", "invalid_blocks_format"):
+                raise
+            log.info("trace_container_refused", error=exc.error)
+            await stream.post_below(render_trace(state, style="attachment"))
+
     async def _watch_for_stalls(
         self, state: AnswerState, stream: Stream, last_event: list[float]
     ) -> None:
@@ -210,9 +220,10 @@ class Answerer:
                 stream.update()
 
     async def _finish(self, q: Question, state: AnswerState, stream: Stream) -> None:
-        extra = render_trace(state) if state.phase is Phase.DONE and state.delegations else []
         try:
-            await stream.finish(extra)
+            await stream.finish()
+            if state.phase is Phase.DONE and state.delegations:
+                await self._post_trace(state, stream)
         except SlackDeliveryError as exc:
             log.error("answer_undeliverable", method=exc.method, error=exc.error)
         log.info(

@@ -56,7 +56,10 @@ def _trace_text(message: Any) -> str:
     parts: list[str] = []
     for block in message.blocks or []:
         if block.get("type") == "container":
-            parts.append(f"▸ {block.get('title', '')}  (collapsed by default)")
+            title = block.get("title", "")
+            title = title.get("text", "") if isinstance(title, dict) else title
+            collapsed = "collapsed by default" if block.get("default_collapsed") else "expanded"
+            parts.append(f"▸ {title}  ({collapsed}; click to open)")
             for child in block.get("child_blocks", []):
                 parts.extend(_block_texts(child))
         else:
@@ -142,10 +145,12 @@ def _first_text_latency(slack: Any, run: Any, thread_ts: str, channel: str) -> f
     carrying answer text (an edit that contains the start of that delta)."""
     if run.t_first_content_delta is None:
         return None
+    names = [p.get("event") for p in run.event_payloads]
+    start = names.index("delegation_completed") if "delegation_completed" in names else 0
     first_delta = next(
         (
             p.get("delta", "")
-            for p in run.event_payloads
+            for p in run.event_payloads[start:]
             if p.get("event") == "content_delta" and p.get("delta", "").strip()
         ),
         "",
@@ -176,7 +181,7 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
         file=out,
     )
     slack = SlackStandin()
-    powabase = PowabaseStandin(delta_delay=0.02)
+    powabase = PowabaseStandin(delta_delay=0.06, step_delay=0.7)
     await slack.start()
     await powabase.start()
     tmp = tempfile.TemporaryDirectory(prefix="powabot-demo-")

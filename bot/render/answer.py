@@ -124,7 +124,8 @@ def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMes
     has_text = bool(state.text.strip())
     if not has_text and state.phase in (Phase.WAITING, Phase.WORKING):
         return [SlackMessage(_status_line(state))]
-    chunks = answer_chunks(state.text, max_chars - RESERVE) if has_text else []
+    text = state.text if state.finished else hold_back_open_span(state.text)
+    chunks = answer_chunks(text, max_chars - RESERVE) if has_text else []
     if state.phase is Phase.DONE:
         chunks = chunks or [EMPTY_ANSWER]
     elif state.phase is Phase.FAILED:
@@ -136,6 +137,25 @@ def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMes
     else:
         chunks[-1] += ("\n" + TYPING.strip()) if chunks[-1].endswith("```") else TYPING
     return [SlackMessage(chunk) for chunk in chunks]
+
+
+def hold_back_open_span(markdown: str) -> str:
+    """Mid-stream, leave out a last-line tail whose ``**``/``__``/``~~``/`` ` `` has not closed.
+
+    Otherwise the half-written span shows as raw ``**bold…`` until its closing marker arrives.
+    Text inside an open code fence is left alone: the converter closes the fence itself.
+    """
+    if markdown.count("```") % 2:
+        return markdown
+    line_start = markdown.rfind("\n") + 1
+    line = markdown[line_start:]
+    cut = len(line)
+    for marker in ("**", "__", "~~"):
+        if line.count(marker) % 2:
+            cut = min(cut, line.rfind(marker))
+    if line.replace("```", "").count("`") % 2:
+        cut = min(cut, line.rfind("`"))
+    return markdown[: line_start + cut]
 
 
 def answer_chunks(markdown: str, budget: int) -> list[str]:

@@ -127,19 +127,21 @@ class NativeAnswerStream:
         elif not self._final:
             self._dirty.set()
 
-    async def finish(self, extra: Sequence[Payload] = ()) -> None:
-        from bot.slack.publisher import _payload_args
-
+    async def finish(self) -> None:
         if self._classic is None:
             self._final = True
             self._dirty.set()
             if self._flusher is not None:
                 await self._flusher
         if self._classic is not None:
-            await self._classic.finish(extra)
+            await self._classic.finish()
             self.calls += self._classic.calls
-            return
-        for payload in extra:
+            self._classic.calls = 0
+
+    async def post_below(self, payloads: Sequence[Payload]) -> None:
+        from bot.slack.publisher import _payload_args
+
+        for payload in payloads:
             await self.p.call_reliably(
                 "chat.postMessage",
                 self.p.budgets.posts(self.channel),

@@ -10,6 +10,7 @@ errors with backoff) and then posts any extra messages, such as the delegation t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
 )
 MAX_ATTEMPTS = 5
+FIRST_TEXT_FACTOR = 0.25
 BACKOFF_BASE = 0.5
 
 
@@ -170,6 +172,7 @@ class AnswerStream:
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
+        self._text_shown = False
         self.calls = 0
 
     @classmethod
@@ -213,7 +216,7 @@ class AnswerStream:
         )
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), first))
-        self._last_edit = time.monotonic()
+        # The per-message interval is between edits; the first edit may follow the post at once.
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.thread_ts}")
         if len(payloads) > 1:
             self._dirty.set()
@@ -224,8 +227,8 @@ class AnswerStream:
         if not self._final:
             self._dirty.set()
 
-    async def finish(self, extra: Sequence[Payload] = ()) -> None:
-        """Deliver the final render for sure, then post `extra` messages below it."""
+    async def finish(self) -> None:
+        """Deliver the final render for sure (after every intermediate edit has settled)."""
         self._final = True
         self._dirty.set()
         if self._flusher is None:  # the placeholder never made it: post everything
@@ -233,7 +236,10 @@ class AnswerStream:
                 await self._post(payload, reliable=True)
         else:
             await self._flusher
-        for payload in extra:
+
+    async def post_below(self, payloads: Sequence[Payload]) -> None:
+        """Post further messages in the thread (the delegation trace), in order."""
+        for payload in payloads:
             await self.p.call_reliably(
                 "chat.postMessage",
                 self.posts,
@@ -242,6 +248,29 @@ class AnswerStream:
                 **_payload_args(payload),
             )
             self.calls += 1
+
+    def _interval(self) -> float:
+        """Seconds to keep between edits of this message right now.
+
+        The first edit that carries answer text follows an activity-only edit after a quarter
+        interval: the first words matter most, and Slack tolerates short bursts per message.
+        """
+        if self._state.text and not self._text_shown:
+            return self.p.min_interval * FIRST_TEXT_FACTOR
+        return self.p.min_interval
+
+    async def _wait_for_interval(self) -> None:
+        """Sleep until the next edit is allowed, re-checking whenever the state changes."""
+        while not self._final:
+            wait = self._last_edit + self._interval() - time.monotonic()
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=wait)
+            self._dirty.clear()
+        wait = self._last_edit + self._interval() - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _pending(self) -> list[int]:
         return [
@@ -254,11 +283,11 @@ class AnswerStream:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            wait = self._last_edit + self.p.min_interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self._wait_for_interval()
             final = self._final
             self._desired = list(render_answer(self._state))
+            if self._state.text:
+                self._text_shown = True
             for index in self._pending():
                 if final:
                     await self._send(index, reliable=True)

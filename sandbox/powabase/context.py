@@ -19,6 +19,7 @@ class Context:
     store: Store = field(default_factory=Store)
     faults: FaultPlan = field(default_factory=FaultPlan)
     forced_extraction: dict[str, tuple[str, str]] = field(default_factory=dict)
+    step_delay: float = 0.0  # model time between orchestration steps (routing, search, review)
 
 
 CONTEXT = web.AppKey("powabase_context", Context)

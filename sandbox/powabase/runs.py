@@ -193,6 +193,12 @@ async def _play(
     record.completed_at = now_iso()
 
 
+async def _think(ctx: Context) -> None:
+    """Model time between orchestration steps (0 unless the stand-in was given a step_delay)."""
+    if ctx.step_delay > 0:
+        await asyncio.sleep(ctx.step_delay)
+
+
 async def _delegate(
     w: EventWriter, ctx: Context, record: RunRecord, ans: model.Answer
 ) -> list[dict[str, Any]]:
@@ -209,12 +215,14 @@ async def _delegate(
         task=ans.task,
         child_execution_id=record.child_execution_id,
     )
+    await _think(ctx)  # the specialist reads its task
     await w.send("step_started", step=1, is_last_step=False)
     search_id = f"call_{short_hex()}"
     arguments = {"query": ans.query}
     await w.send(
         "tool_call", step=1, tool_name="knowledge_search", arguments=arguments, call_id=search_id
     )
+    await _think(ctx)  # the knowledge-base search runs
     found = ans.passage.body if ans.passage else "No results."
     meta = {"knowledge_bases": list(ans.kb_names), "results": 1 if ans.passage else 0}
     if ans.passage:
@@ -242,6 +250,7 @@ async def _delegate(
         steps=2,
         usage=child_usage,
     )
+    await _think(ctx)  # the coordinator reads the report
     duration = int((time.monotonic() - started) * 1000)
     await w.send(
         "tool_result",

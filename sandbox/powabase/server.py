@@ -105,11 +105,13 @@ class PowabaseStandin:
         *,
         api_key: str = "pb-standin-key",
         delta_delay: float = 0.0,
+        step_delay: float = 0.0,
         extraction_polls: int = 2,
         keepalive_interval: float = 30.0,
     ) -> None:
         self.api_key = api_key
         self._ctx = Context(api_key, delta_delay, extraction_polls, keepalive_interval)
+        self._ctx.step_delay = step_delay
         self._runner: web.AppRunner | None = None
         self.url = ""
 

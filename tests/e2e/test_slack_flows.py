@@ -254,3 +254,21 @@ async def test_http_mode_answers_a_signed_event(slack: Any, powabase: Any, tmp_p
         assert bot_replies(slack, DM, "1700000001.000100")
     finally:
         await http_bot.stop()
+
+
+async def test_trace_falls_back_to_attachments_when_blocks_are_refused(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """A workspace that rejects the container block still gets the trace, as an attachment."""
+    armed: list[bool] = []
+
+    def refuse_next_post(call: Any) -> None:
+        if call.method == "chat.postMessage" and not armed:
+            armed.append(True)  # the placeholder went through; refuse the next post (the trace)
+            slack.inject("chat.postMessage", body={"ok": False, "error": "invalid_blocks"})
+
+    slack.on_call.append(refuse_next_post)
+    msg = await ask_and_wait(slack, bot, user=ALICE, text="How do refunds work?", channel=DM)
+    trace = bot_replies(slack, DM, msg.ts)[-1]
+    assert trace.attachments and not trace.blocks
+    assert "billing-agent" in str(trace.attachments)

@@ -264,3 +264,14 @@ def test_too_small_limit_is_refused() -> None:
     """A max_chars that cannot hold a notice is a clear error naming the argument."""
     with pytest.raises(ValueError, match="max_chars"):
         render_answer(AnswerState(), max_chars=100)
+
+
+def test_streaming_hides_an_unclosed_bold_or_code_span_until_it_closes() -> None:
+    """Mid-stream, a half-written `**bold` or `code` span is held back instead of shown raw."""
+    from bot.render.answer import hold_back_open_span
+
+    assert hold_back_open_span("Refunds take **30 da") == "Refunds take "
+    assert hold_back_open_span("Use `lum_live") == "Use "
+    assert hold_back_open_span("Refunds take **30 days** here") == "Refunds take **30 days** here"
+    assert hold_back_open_span("```\ncode **x") == "```\ncode **x"
+    assert hold_back_open_span("a **b**\nnext **c") == "a **b**\nnext "

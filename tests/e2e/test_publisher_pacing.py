@@ -1,0 +1,140 @@
+"""The publisher under pressure: 429 storms, a shared workspace budget, stalls, Slack 5xx.
+
+Each test runs the real bot against the Slack stand-in and checks what the user ends up seeing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.render import render_answer
+from bot.service import Powabot
+from bot.slack.budget import Budgets
+from bot.state import AnswerState, Phase
+from sandbox.slack import RateLimits, SlackStandin
+from tests.conftest import bot_settings
+
+ALICE = "U0ALICE"
+
+
+def expected_text(answer: str) -> str:
+    """What the user must finally see for an upstream answer (single-message answers)."""
+    done = AnswerState(text=answer, phase=Phase.DONE)
+    (message,) = render_answer(done)
+    return message.text
+
+
+async def ask(slack: Any, bot: Powabot, channel: str, text: str) -> Any:
+    before = bot.answerer.finished
+    msg = await slack.user_says(user=ALICE, text=text, channel=channel)
+    await slack.wait_for(lambda: bot.answerer.finished > before, timeout=30)
+    return msg
+
+
+def answer_message(slack: Any, channel: str, thread_ts: str) -> Any:
+    return next(m for m in slack.thread(channel, thread_ts) if m.is_bot)
+
+
+async def test_429_storm_on_edits_still_delivers_the_exact_final_text(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """chat.update answering 429 + Retry-After repeatedly: the final text still arrives exactly."""
+    powabase.context.delta_delay = 0.01
+    slack.inject(
+        "chat.update",
+        status=429,
+        headers={"Retry-After": "1"},
+        body={"ok": False, "error": "ratelimited"},
+        times=3,
+    )
+    msg = await ask(slack, bot, "D0STORM", "What is the refund window for Pro annual?")
+    run = powabase.runs[-1]
+    assert answer_message(slack, "D0STORM", msg.ts).text == expected_text(run.answer)
+    assert sum(1 for c in slack.calls_to("chat.update") if c.status == 429) == 3
+
+
+async def test_ratelimited_as_http_200_is_treated_like_429(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """Slack's `{"ok": false, "error": "ratelimited"}` with HTTP 200 is retried, not dropped."""
+    slack.inject("chat.update", status=200, body={"ok": False, "error": "ratelimited"}, times=2)
+    msg = await ask(slack, bot, "D0RL200", "How do I create an API key?")
+    assert answer_message(slack, "D0RL200", msg.ts).text == expected_text(powabase.runs[-1].answer)
+
+
+async def test_transient_slack_errors_are_retried_for_the_final_edit(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """A couple of Slack 5xx answers on chat.update do not cost the user the final answer."""
+    slack.inject("chat.update", status=503, times=2)
+    msg = await ask(slack, bot, "D0FLAKY", "Which plans include SSO?")
+    assert answer_message(slack, "D0FLAKY", msg.ts).text == expected_text(powabase.runs[-1].answer)
+
+
+async def test_stalled_stream_shows_still_working(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """When Powabase goes quiet, the placeholder gently says it is still working."""
+    powabase.inject_run_fault("delay", delay=1.5)
+    settings = bot_settings(slack, powabase, tmp_path, POWABOT_STALL_NOTICE_AFTER=0.3)
+    bot = Powabot(settings)
+    await bot.start()
+    try:
+        await slack.wait_connected()
+        msg = await ask(slack, bot, "D0SLOW", "How do refunds work?")
+        answer = answer_message(slack, "D0SLOW", msg.ts)
+        assert any("still working" in text.lower() for _t, text in answer.edits)
+        assert "still working" not in answer.text.lower()
+    finally:
+        await bot.stop()
+
+
+@pytest.fixture
+async def limited_slack() -> AsyncIterator[SlackStandin]:
+    """A stand-in enforcing a tight chat.update budget: 60/min/workspace, burst 3."""
+    standin = SlackStandin(
+        rate_limits=RateLimits(update_per_minute_per_workspace=60, update_burst=3)
+    )
+    await standin.start()
+    try:
+        yield standin
+    finally:
+        await standin.stop()
+
+
+async def test_two_concurrent_answers_share_one_workspace_budget_without_429(
+    limited_slack: SlackStandin, powabase: Any, tmp_path: Path
+) -> None:
+    """Two answers streaming at once stay inside the workspace budget and both end exact."""
+    powabase.context.delta_delay = 0.03
+    settings = bot_settings(limited_slack, powabase, tmp_path, POWABOT_EDIT_INTERVAL=0.2)
+    bot = Powabot(settings, budgets=Budgets(edits_per_minute=60, edit_burst=3))
+    await bot.start()
+    try:
+        await limited_slack.wait_connected()
+        first, second = await asyncio.gather(
+            limited_slack.user_says(
+                user=ALICE, text="What is the refund window for Pro annual?", channel="D0ONE"
+            ),
+            limited_slack.user_says(
+                user="U0BOB", text="How do I rotate an API key?", channel="D0TWO"
+            ),
+        )
+        await limited_slack.wait_for(lambda: bot.answerer.finished >= 2, timeout=30)
+        by_question = {r.message: r.answer for r in powabase.runs}
+        one = answer_message(limited_slack, "D0ONE", first.ts)
+        two = answer_message(limited_slack, "D0TWO", second.ts)
+        assert one.text == expected_text(by_question["What is the refund window for Pro annual?"])
+        assert two.text == expected_text(by_question["How do I rotate an API key?"])
+        assert limited_slack.ratelimited_count == 0
+        updates = [c.t for c in limited_slack.calls_to("chat.update")]
+        # both answers were edited while streaming, and the shared budget spaced the edits
+        assert len(one.edits) >= 2 and len(two.edits) >= 2
+        assert len(updates) <= 3 + 1 + (updates[-1] - updates[0]) * 1.0
+    finally:
+        await bot.stop()

@@ -54,9 +54,9 @@ def test_dotenv_file_is_read(
 
 async def test_demo_plays_the_conversation_and_says_it_used_stand_ins() -> None:
     """`powabot demo` answers a DM, a mention and a follow-up, and says what is simulated."""
-    from bot.demo import run_demo
-
     import structlog
+
+    from bot.demo import run_demo
 
     out = io.StringIO()
     try:

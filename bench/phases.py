@@ -1,0 +1,237 @@
+"""The four benchmark phases; each runs in a fresh world and returns a `PhaseResult`."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.expected import complete_written
+from bench.measure import WRITE_METHODS, Outcome, outcomes
+from bench.scale import TimeScale
+from bench.stats import summary
+from bench.world import World, open_world
+from sandbox.powabase import RunRecord
+
+FINISH_POLL = 0.1
+
+
+@dataclass
+class PhaseResult:
+    """What one phase measured; figures are computed from these in `bench.report`."""
+
+    name: str
+    description: str
+    scale: float
+    asked: int
+    finished: int
+    duration_s: float  # first question posted -> last Slack write of the phase
+    ratelimited: int  # 429 answers the Slack stand-in gave in this phase
+    outcomes: list[Outcome]
+    bot_stats: dict[str, Any]  # the bot process's last stats (lag window, peak RSS)
+    ready_stats: dict[str, Any]  # the same right after start-up, before any question
+    floor_s: float  # the shortest duration Slack's limits allow for this phase's writes
+    peak_upstream_streams: int
+    redeliveries: int  # Socket Mode envelopes the stand-in had to send again (slow acks)
+    harness_lag: dict[str, Any]  # loop lag of this (stand-in) process: is the harness keeping up?
+    log_path: str
+    notes: list[str] = field(default_factory=list)
+
+
+def peak_overlap(runs: Sequence[RunRecord]) -> int:
+    """Most upstream streams open at the same moment (first to last event of each run)."""
+    edges: list[tuple[float, int]] = []
+    for run in runs:
+        if run.events:
+            edges.append((run.events[0][0], 1))
+            edges.append((run.events[-1][0], -1))
+    edges.sort(key=lambda e: (e[0], e[1]))  # a stream ending at t closes before one opening at t
+    peak = current = 0
+    for _t, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def slack_floor(world: World, scale: TimeScale, answers: int) -> float:
+    """Seconds Slack's limits force on this phase: one final edit per answer against the
+    workspace chat.update bucket, each channel's posts against its chat.postMessage bucket,
+    and the longest upstream stream (whichever is longest)."""
+    limits = scale.standin_limits()
+    edit_rate = limits.update_per_minute_per_workspace / 60
+    edit_floor = max(0, answers - limits.update_burst) / edit_rate
+    posts = Counter(
+        str(c.args.get("channel"))
+        for c in world.slack.calls_to("chat.postMessage")
+        if c.status == 200 and c.error is None
+    )
+    post_floor = max(
+        (
+            max(0, n - limits.post_burst) / limits.post_per_second_per_channel
+            for n in posts.values()
+        ),
+        default=0.0,
+    )
+    longest = max(
+        (r.events[-1][0] - r.events[0][0] for r in world.powabase.runs if r.events), default=0.0
+    )
+    return max(edit_floor, post_floor, longest)
+
+
+def _duration(world: World, t0: float) -> float:
+    writes = [c.t for c in world.slack.calls if c.method in WRITE_METHODS]
+    return max(writes, default=t0) - t0
+
+
+async def _finish(
+    world: World,
+    description: str,
+    scale: TimeScale,
+    t0: float,
+    stats: dict[str, Any],
+    notes: list[str],
+) -> PhaseResult:
+    """Stop the bot (it drains), then measure everything the stand-ins recorded."""
+    asked = len(world.asked)
+    if stats["finished"] < asked:
+        notes.append(
+            f"{asked - stats['finished']} of {asked} answers had not reached their final state "
+            f"by the deadline ({stats['in_flight']} still in flight)"
+        )
+    raced = sum(1 for run in world.powabase.runs if complete_written(run))
+    if raced:
+        notes.append(
+            f"{raced} upstream run(s) labelled 'cancelled' by the Powabase stand-in after it "
+            "wrote `complete` (the bot closes the stream on `complete`); judged on Slack text"
+        )
+    harness = {"lag": summary(world.harness_lag.samples), "spikes": world.harness_lag.spikes()}
+    final = await world.bot.stop()
+    results = outcomes(world.slack, world.powabase.runs, world.asked)
+    return PhaseResult(
+        name=world.name,
+        description=description,
+        scale=scale.factor,
+        asked=asked,
+        finished=int(stats["finished"]),
+        duration_s=_duration(world, t0),
+        ratelimited=world.slack.ratelimited_count,
+        outcomes=results,
+        bot_stats={**stats, "after_stop": final},
+        ready_stats=world.bot.ready,
+        floor_s=slack_floor(world, scale, asked),
+        peak_upstream_streams=peak_overlap(world.powabase.runs),
+        redeliveries=sum(1 for d in world.slack.deliveries if d.retry_attempt > 0),
+        harness_lag=harness,
+        log_path=str(world.bot.log_path),
+        notes=notes,
+    )
+
+
+def _deadline(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+async def latency_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -> PhaseResult:
+    """Figures 1-3: answers one after another (the next question when the last is final)."""
+    scale = cfg.latency_scale()
+    async with open_world(
+        "latency",
+        scale=scale,
+        delta_delay=scale.seconds(cfg.delta_delay),
+        workdir=workdir,
+        questions=questions,
+        lag_interval=cfg.lag_interval,
+        slow_callback=cfg.slow_callback,
+    ) as world:
+        notes: list[str] = []
+        world.harness_lag.reset()
+        t0 = time.monotonic()
+        stats = await world.bot.stats()
+        for i in range(cfg.latency_answers):
+            await world.ask(user=f"U0LAT{i % 3}", channel=f"D0LAT{i % 3}", mention=False)
+            stats = await world.wait_finished(i + 1, _deadline(30 + scale.seconds(60)))
+            if stats["finished"] < i + 1:
+                notes.append(f"answer {i + 1} did not finish in time; stopped asking")
+                break
+        what = (
+            f"{cfg.latency_answers} DM answers one after another, "
+            f"{cfg.delta_delay:g} s between deltas"
+        )
+        return await _finish(world, what, scale, t0, stats, notes)
+
+
+async def load_phase(
+    cfg: BenchConfig, workdir: Path, questions: list[str], *, one_channel: bool
+) -> PhaseResult:
+    """Figure 4: every question posted at once, then wait for every final answer."""
+    scale = cfg.load_scale()
+    name = "one-channel" if one_channel else "load"
+    count = cfg.one_channel_answers if one_channel else cfg.answers
+    async with open_world(
+        name,
+        scale=scale,
+        delta_delay=scale.seconds(cfg.delta_delay),
+        workdir=workdir,
+        questions=questions,
+        lag_interval=cfg.lag_interval,
+        slow_callback=cfg.slow_callback,
+    ) as world:
+        world.harness_lag.reset()
+        t0 = time.monotonic()
+        for i in range(count):
+            if one_channel:
+                await world.ask(user=f"U0ONE{i:04d}", channel="C0ONE", mention=True)
+            elif i % 2 == 0:
+                await world.ask(user=f"U0DM{i:04d}", channel=f"D0DM{i:04d}", mention=False)
+            else:
+                channel = f"C0CH{(i // 2) // cfg.per_channel:03d}"
+                await world.ask(user=f"U0CH{i:04d}", channel=channel, mention=True)
+        # generous: ten times the time the Slack limits force, plus a minute
+        budget = 60 + 10 * scale.seconds(2 * count * 60 / 50 + count * 2)
+        stats = await world.wait_finished(count, _deadline(budget), poll=FINISH_POLL)
+        if one_channel:
+            what = f"{count} answers asked at once, all @-mentions in one channel"
+        else:
+            dms = (count + 1) // 2
+            channels = len({a.channel for a in world.asked}) - dms
+            what = (
+                f"{count} answers asked at once: {dms} DMs + {count - dms} @-mentions "
+                f"in {channels} channels"
+            )
+        return await _finish(world, what, scale, t0, stats, [])
+
+
+async def streams_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -> PhaseResult:
+    """Figure 5: many long-lived streams at once; the bot's peak RSS and event-loop lag.
+
+    Upstream pacing is NOT scaled here (streams must stay open for real seconds); Slack rates
+    and the bot's budgets are, so the final edits drain in reasonable time.
+    """
+    scale = cfg.load_scale()
+    async with open_world(
+        "streams",
+        scale=scale,
+        delta_delay=cfg.stream_delta_delay,
+        workdir=workdir,
+        questions=questions,
+        scale_stall=False,
+        lag_interval=cfg.lag_interval,
+        slow_callback=cfg.slow_callback,
+    ) as world:
+        await world.bot.request("reset_lag")
+        world.harness_lag.reset()
+        t0 = time.monotonic()
+        for i in range(cfg.streams):
+            await world.ask(user=f"U0ST{i:04d}", channel=f"D0ST{i:04d}", mention=False)
+        longest = 70 * max(cfg.stream_delta_delay, 0.01)
+        budget = 120 + longest + 10 * scale.seconds(cfg.streams * 60 / 50)
+        stats = await world.wait_finished(cfg.streams, _deadline(budget), poll=0.25)
+        what = (
+            f"{cfg.streams} DM answers at once, {cfg.stream_delta_delay:g} wall s between "
+            "deltas (upstream not scaled)"
+        )
+        return await _finish(world, what, scale, t0, stats, [])

@@ -1,0 +1,42 @@
+"""Run the chosen phases one after another and collect their figures."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.phases import PhaseResult, latency_phase, load_phase, streams_phase
+from bench.report import Figure, document, figures
+from bench.world import load_questions
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    results: dict[str, PhaseResult]
+    figures: list[Figure]
+    wall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return document(self.config, self.results, self.figures, self.wall_s)
+
+
+async def run_bench(cfg: BenchConfig, workdir: Path) -> BenchReport:
+    """Every phase in `cfg.phases`, each in a fresh world; logs and databases go to `workdir`
+    (an existing directory)."""
+    questions = load_questions()
+    started = time.monotonic()
+    results: dict[str, PhaseResult] = {}
+    if "latency" in cfg.phases:
+        results["latency"] = await latency_phase(cfg, workdir, questions)
+    if "load" in cfg.phases:
+        results["load"] = await load_phase(cfg, workdir, questions, one_channel=False)
+    if "one-channel" in cfg.phases:
+        results["one-channel"] = await load_phase(cfg, workdir, questions, one_channel=True)
+    if "streams" in cfg.phases:
+        results["streams"] = await streams_phase(cfg, workdir, questions)
+    wall = time.monotonic() - started
+    return BenchReport(cfg, results, figures(results, cfg), wall)

@@ -1,0 +1,137 @@
+"""One benchmark world: fresh Slack and Powabase stand-ins plus the bot in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.botprocess import REPO, BotProcess
+from bench.lag import LagTicker
+from bench.measure import Asked
+from bench.scale import TimeScale
+from sandbox.powabase import PowabaseStandin
+from sandbox.slack import SlackStandin
+
+SEED_CONTENT = REPO / "seed-content"
+EVAL_FILE = SEED_CONTENT / "eval.yaml"
+
+
+def load_questions(path: Path = EVAL_FILE) -> list[str]:
+    """The routing evaluation questions of the seed content (the benchmark asks these)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the benchmark questions: {exc}") from exc
+    items = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected a top-level `questions:` list")
+    questions = [str(q["question"]) for q in items if isinstance(q, dict) and q.get("question")]
+    if not questions:
+        raise ValueError(f"{path}: `questions` holds no `question:` entries")
+    return questions
+
+
+@dataclass
+class World:
+    """The stand-ins, the bot process, and the questions asked so far."""
+
+    name: str
+    slack: SlackStandin
+    powabase: PowabaseStandin
+    bot: BotProcess
+    questions: list[str]
+    harness_lag: LagTicker
+    asked: list[Asked] = field(default_factory=list)
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def ask(self, *, user: str, channel: str, mention: bool) -> Asked:
+        """Post the next evaluation question as `user` (a DM, or an @-mention in a channel)."""
+        index = next(self._counter)
+        tag = f"bq{index:05d}"
+        text = f"{self.questions[index % len(self.questions)]} [{tag}]"
+        channel_type = "channel" if mention else "im"
+        t_asked = asyncio.get_running_loop().time()
+        said = await self.slack.user_says(
+            user=user, text=text, channel=channel, channel_type=channel_type, mention=mention
+        )
+        asked = Asked(index, tag, text, user, channel, said.ts, t_asked)
+        self.asked.append(asked)
+        return asked
+
+    async def wait_finished(
+        self,
+        count: int,
+        deadline: float,
+        *,
+        poll: float = 0.1,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the bot until `count` answers reached their final state or `deadline` (loop
+        time) passes; returns the last stats (check `finished`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            stats = await self.bot.stats()
+            if on_poll is not None:
+                on_poll(stats)
+            if stats["finished"] >= count or loop.time() >= deadline:
+                return stats
+            await asyncio.sleep(poll)
+
+
+@contextlib.asynccontextmanager
+async def open_world(
+    name: str,
+    *,
+    scale: TimeScale,
+    delta_delay: float,
+    workdir: Path,
+    questions: list[str],
+    scale_stall: bool = True,
+    lag_interval: float = 0.02,
+    slow_callback: float = 0.0,
+) -> AsyncIterator[World]:
+    """Start both stand-ins and the bot (Socket Mode) wired to them; tear all down after."""
+    slack = SlackStandin(rate_limits=scale.standin_limits())
+    powabase = PowabaseStandin(delta_delay=delta_delay)
+    await slack.start()
+    try:
+        await powabase.start()
+        try:
+            orchestration_id = powabase.seed_from(SEED_CONTENT)
+            settings = {
+                "SLACK_BOT_TOKEN": slack.bot_token,
+                "SLACK_APP_TOKEN": slack.app_token,
+                "SLACK_API_URL": slack.api_url,
+                "POWABASE_URL": powabase.url,
+                "POWABASE_API_KEY": powabase.api_key,
+                "POWABASE_ORCHESTRATION_ID": orchestration_id,
+                "POWABOT_STORE": f"sqlite:///{workdir / f'{name}-sessions.db'}",
+                "LOG_FORMAT": "json",
+                **scale.bot_settings(scale_stall=scale_stall),
+            }
+            bot = await BotProcess.start(
+                settings,
+                scale.bot_budgets(),
+                workdir / f"{name}-bot.log",
+                lag_interval=lag_interval,
+                slow_callback=slow_callback,
+            )
+            ticker = LagTicker(lag_interval)
+            ticker.start()
+            try:
+                await slack.wait_connected(timeout=30)
+                yield World(name, slack, powabase, bot, questions, ticker)
+            finally:
+                await ticker.stop()
+                await bot.kill()
+        finally:
+            await powabase.stop()
+    finally:
+        await slack.stop()

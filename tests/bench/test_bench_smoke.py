@@ -1,0 +1,87 @@
+"""The benchmark runs end to end at tiny sizes and produces every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.config import quick
+from bench.run import run_bench
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED_FIGURES = {
+    "first_text_p50",
+    "first_text_p99",
+    "final_edit_p50",
+    "final_edit_p99",
+    "writes_per_answer",
+    "writes_ratio",
+    "load_429",
+    "load_exact",
+    "load_duration",
+    "one_channel_429",
+    "one_channel_exact",
+    "one_channel_duration",
+    "streams_open_peak",
+    "streams_peak_rss",
+    "streams_lag_p99",
+    "streams_429",
+    "streams_exact",
+}
+
+
+async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
+    """A tiny run of all four phases answers every question and reports a value for each figure."""
+    cfg = quick().replace(latency_answers=3, answers=6, one_channel_answers=4, streams=8)
+    report = await run_bench(cfg, tmp_path)
+    by_key = {f.key: f for f in report.figures}
+    assert set(by_key) == EXPECTED_FIGURES
+    missing = [key for key, f in by_key.items() if f.value is None]
+    assert not missing, f"figures without a measured value: {missing}"
+    for name, result in report.results.items():
+        assert result.finished == result.asked, f"{name}: {result.notes}"
+        assert all(o.run_status == "completed" for o in result.outcomes), name
+    document = report.to_json()
+    assert {f["key"] for f in document["figures"]} == EXPECTED_FIGURES
+    json.dumps(document)  # the --json document must be serialisable as is
+
+
+def test_command_line_prints_the_table_and_writes_json(tmp_path: Path) -> None:
+    """`python -m bench --quick` prints a PASS/MISS table and writes the requested JSON file."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--phases",
+            "latency",
+            "--latency-answers",
+            "2",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert "first answer delta" in done.stdout
+    assert "time scale: latency phase x20" in done.stdout
+    figures = json.loads(out.read_text())["figures"]
+    assert {f["key"] for f in figures} == {
+        "first_text_p50",
+        "first_text_p99",
+        "final_edit_p50",
+        "final_edit_p99",
+        "writes_per_answer",
+        "writes_ratio",
+    }
+    assert all(f["result"] in ("PASS", "MISS", "info") for f in figures)

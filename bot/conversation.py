@@ -65,7 +65,7 @@ def _error_kind(exc: BaseException) -> ErrorKind:
             return ErrorKind.REJECTED
         case UpstreamRunError():
             return ErrorKind.RUN_FAILED
-        case UpstreamTimeoutError():
+        case UpstreamTimeoutError() | TimeoutError():
             return ErrorKind.TIMEOUT
         case UpstreamError():
             return ErrorKind.INTERRUPTED
@@ -108,12 +108,14 @@ class Answerer:
         powabase: PowabaseClient,
         publisher: Publisher,
         stall_after: float = 8.0,
+        run_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.powabase = powabase
         self.publisher = publisher
         self.stall_after = stall_after
+        self.run_timeout = run_timeout
         self.clock = clock
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.finished = 0  # answers that reached their final Slack state (tests wait on it)
@@ -150,19 +152,28 @@ class Answerer:
             user_id=q.user_id,
             channel_type=q.channel_type,
         )
-        await stream.start(state)
+        try:
+            await stream.start(state)
+        except Exception as exc:  # no placeholder: answer anyway, finish() posts the result
+            log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
         log.info("answer_started")
         last_event = [self.clock()]
         watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
         cancelled = False
         try:
-            await self._run(q, state, stream, last_event)
+            async with asyncio.timeout(self.run_timeout):
+                await self._run(q, state, stream, last_event)
         except asyncio.CancelledError:
             cancelled = True
             state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())
         except UpstreamError as exc:
             log.warning("upstream_failed", error_type=type(exc).__name__, error=str(exc))
             state.fail(_error_kind(exc), str(exc), self.clock())
+        except TimeoutError:
+            log.warning("answer_run_timeout", run_timeout=self.run_timeout)
+            state.fail(
+                ErrorKind.TIMEOUT, f"no complete answer after {self.run_timeout:g}s", self.clock()
+            )
         except Exception as exc:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
@@ -182,13 +193,8 @@ class Answerer:
         stream: Stream,
         last_event: list[float],
     ) -> None:
-        session = await self.store.get_session(q.key)
-        if session is None:
-            session = await self.store.reserve_session(
-                q.key, new_agent_session_id(), make_title(q.text)
-            )
-            log.info("session_created", agent_session_id=session.agent_session_id)
-        events = self.powabase.stream_run(q.text, session.agent_session_id)
+        agent_session_id = await self._session_for(q)
+        events = self.powabase.stream_run(q.text, agent_session_id)
         async with contextlib.aclosing(events):
             async for event in events:
                 now = self.clock()
@@ -196,9 +202,29 @@ class Answerer:
                 state.apply(event, now)
                 if isinstance(event, StartEvent):
                     structlog.contextvars.bind_contextvars(run_id=event.run_id)
-                    if event.session_id and event.session_id != session.agent_session_id:
-                        await self.store.set_agent_session_id(q.key, event.session_id)
+                    if event.session_id and event.session_id != agent_session_id:
+                        try:
+                            await self.store.set_agent_session_id(q.key, event.session_id)
+                        except StoreError as exc:
+                            log.error("store_session_update_failed", error=str(exc))
                 stream.update()
+
+    async def _session_for(self, q: Question) -> str:
+        """The thread's agent session id; a fresh one (not remembered) if the store is down.
+
+        Answering without the thread's earlier context beats not answering at all.
+        """
+        try:
+            session = await self.store.get_session(q.key)
+            if session is None:
+                session = await self.store.reserve_session(
+                    q.key, new_agent_session_id(), make_title(q.text)
+                )
+                log.info("session_created", agent_session_id=session.agent_session_id)
+            return session.agent_session_id
+        except StoreError as exc:
+            log.error("store_session_unavailable", error=str(exc))
+            return new_agent_session_id()
 
     async def _post_trace(self, state: AnswerState, stream: Stream) -> None:
         """The collapsed trace; legacy attachments where Slack refuses the container block."""
@@ -226,6 +252,8 @@ class Answerer:
                 await self._post_trace(state, stream)
         except SlackDeliveryError as exc:
             log.error("answer_undeliverable", method=exc.method, error=exc.error)
+        except Exception:
+            log.exception("answer_delivery_crashed")
         log.info(
             "answer_finished",
             phase=state.phase.value,

@@ -61,6 +61,7 @@ class Powabot:
             powabase=PowabaseClient(self.http, settings.POWABASE_ORCHESTRATION_ID or ""),
             publisher=self.publisher,
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
+            run_timeout=settings.POWABOT_RUN_TIMEOUT,
         )
         self.app = AsyncApp(
             client=self.slack,
@@ -71,6 +72,7 @@ class Powabot:
         listeners.register(self.app, self.answerer)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self.http_port: int | None = None
 
     async def start(self) -> None:
@@ -89,6 +91,7 @@ class Powabot:
             await self._runner.setup()
             site = web.TCPSite(self._runner, host="0.0.0.0", port=self.settings.PORT)
             await site.start()
+            self._site = site
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.PORT
@@ -99,8 +102,12 @@ class Powabot:
         ok = health.reachable and health.migrated
         return web.json_response({"ok": ok, "store": health.backend}, status=200 if ok else 503)
 
-    async def drain(self, grace: float = 30.0) -> None:
-        """Let in-flight answers finish (each ends with a final Slack edit)."""
+    async def drain(self, grace: float = 30.0, final_grace: float = 15.0) -> None:
+        """Let in-flight answers finish (each ends with a final Slack edit).
+
+        Answers still running after `grace` are cancelled: each then ends its reply with a
+        "stopped" notice, which gets `final_grace` more seconds to reach Slack.
+        """
         pending = set(self.answerer.in_flight)
         if pending:
             log.info("draining_answers", count=len(pending))
@@ -108,12 +115,18 @@ class Powabot:
             for task in late:
                 task.cancel()
             if late:
-                await asyncio.wait(late, timeout=5.0)
+                log.warning("answers_cancelled_at_shutdown", count=len(late))
+                await asyncio.wait(late, timeout=final_grace)
+        await self.publisher.settle(final_grace)
 
     async def stop(self) -> None:
+        """Stop taking questions, let answers in flight finish, then close everything."""
         if self._socket is not None:
+            self._socket.client.auto_reconnect_enabled = False  # no new envelopes from here on
             with contextlib.suppress(Exception):
                 await self._socket.disconnect_async()
+        if self._site is not None:
+            await self._site.stop()
         await self.drain()
         if self._socket is not None:
             await self._socket.close_async()

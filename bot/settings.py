@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     # Streaming behaviour (issue 6 tunes these; defaults suit Slack's documented limits).
     POWABOT_NATIVE_STREAMING: bool = False
     POWABOT_EDIT_INTERVAL: float = Field(default=1.0, gt=0)
-    POWABOT_WORKSPACE_EDITS_PER_MINUTE: float = Field(default=50.0, gt=0)
+    POWABOT_WORKSPACE_EDITS_PER_MINUTE: float = Field(default=45.0, gt=0)
+    POWABOT_RUN_TIMEOUT: float = Field(default=300.0, gt=0)
     POWABOT_STALL_NOTICE_AFTER: float = Field(default=8.0, gt=0)
     POWABOT_UPSTREAM_TIMEOUT: float = Field(default=120.0, gt=0)
 

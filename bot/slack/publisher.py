@@ -36,7 +36,8 @@ REPOST_ERRORS = frozenset(
 TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
 )
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # transient failures (5xx, timeouts) of one write; 429s are not counted
+RELIABLE_DEADLINE = 180.0  # seconds a write that must happen keeps waiting out 429s
 FIRST_TEXT_FACTOR = 0.25
 BACKOFF_BASE = 0.5
 
@@ -97,11 +98,25 @@ class Publisher:
         *,
         min_interval: float = 1.0,
         native_streaming: bool = False,
+        reliable_deadline: float = RELIABLE_DEADLINE,
     ) -> None:
         self.client = client
         self.budgets = budgets or Budgets()
         self.min_interval = min_interval
         self.native_streaming = native_streaming
+        self.reliable_deadline = reliable_deadline
+        self.flushers: set[asyncio.Task[None]] = set()  # live answers' flushers (for shutdown)
+
+    def spawn_flusher(self, stream: AnswerStream) -> asyncio.Task[None]:
+        task = asyncio.create_task(stream._flush_loop(), name=f"flush-{stream.thread_ts}")
+        self.flushers.add(task)
+        task.add_done_callback(self.flushers.discard)
+        return task
+
+    async def settle(self, grace: float) -> None:
+        """Shutdown: give flushers still delivering a final edit up to `grace` seconds."""
+        if self.flushers:
+            await asyncio.wait(set(self.flushers), timeout=grace)
 
     def open(
         self,
@@ -141,20 +156,28 @@ class Publisher:
     async def call_reliably(
         self, method: str, bucket: TokenBucket, *, take: bool = True, **args: Any
     ) -> dict[str, Any]:
-        """A write that must happen: wait for budget, honour Retry-After, back off on 5xx."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        """A write that must happen: wait for budget, honour Retry-After, back off on 5xx.
+
+        A 429 storm is waited out (the bucket is paused for Retry-After) until the deadline;
+        only transient failures count against MAX_ATTEMPTS.
+        """
+        give_up = time.monotonic() + self.reliable_deadline
+        failures = 0
+        while True:
             if take:
                 await bucket.take()
             take = True
             try:
                 return await self.call(method, bucket, **args)
-            except _RateLimited:
-                continue  # the bucket is paused; take() waits out Retry-After
+            except _RateLimited as exc:
+                if time.monotonic() + exc.retry_after > give_up:
+                    raise SlackDeliveryError(method, "ratelimited") from exc
             except _Transient as exc:
-                if attempt == MAX_ATTEMPTS:
+                failures += 1
+                delay = BACKOFF_BASE * 2 ** (failures - 1)
+                if failures >= MAX_ATTEMPTS or time.monotonic() + delay > give_up:
                     raise SlackDeliveryError(method, str(exc)) from exc
-                await asyncio.sleep(BACKOFF_BASE * 2 ** (attempt - 1))
-        raise SlackDeliveryError(method, "ratelimited too many times")
+                await asyncio.sleep(delay)
 
 
 class AnswerStream:
@@ -190,7 +213,7 @@ class AnswerStream:
         stream = cls(publisher, team_id, channel, thread_ts)
         stream._state = state
         stream.sent.append(Sent(ts, _UNKNOWN))
-        stream._flusher = asyncio.create_task(stream._flush_loop(), name=f"flush-{thread_ts}")
+        stream._flusher = publisher.spawn_flusher(stream)
         stream._dirty.set()
         return stream
 
@@ -217,7 +240,7 @@ class AnswerStream:
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), first))
         # The per-message interval is between edits; the first edit may follow the post at once.
-        self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.thread_ts}")
+        self._flusher = self.p.spawn_flusher(self)
         if len(payloads) > 1:
             self._dirty.set()
         return self.sent[0].ts
@@ -228,14 +251,37 @@ class AnswerStream:
             self._dirty.set()
 
     async def finish(self) -> None:
-        """Deliver the final render for sure (after every intermediate edit has settled)."""
+        """Deliver the final render for sure (after every intermediate edit has settled).
+
+        Normally the flusher sends it. When there is no flusher (the placeholder never made it)
+        or it died of something unexpected, the final state is sent from here instead.
+        """
         self._final = True
         self._dirty.set()
-        if self._flusher is None:  # the placeholder never made it: post everything
-            for payload in render_answer(self._state):
-                await self._post(payload, reliable=True)
-        else:
-            await self._flusher
+        if self._flusher is not None:
+            try:
+                await self._flusher
+                return
+            except SlackDeliveryError:
+                raise
+            except Exception:
+                log.exception("answer_flusher_crashed")
+        self._desired = list(render_answer(self._state))
+        for index in self._pending():
+            await self._send(index, reliable=True)
+        await self._drop_extras()
+
+    async def _drop_extras(self) -> None:
+        """The final answer needs fewer messages than were shown: delete the stale ones."""
+        while len(self.sent) > len(self._desired):
+            extra = self.sent.pop()
+            try:
+                await self.p.call_reliably(
+                    "chat.delete", self.edits, channel=self.channel, ts=extra.ts
+                )
+                self.calls += 1
+            except SlackDeliveryError as exc:
+                log.warning("slack_delete_failed", error=exc.error, ts=extra.ts)
 
     async def post_below(self, payloads: Sequence[Payload]) -> None:
         """Post further messages in the thread (the delegation trace), in order."""
@@ -298,6 +344,7 @@ class AnswerStream:
                     )
                     break
             if final and not self._pending():
+                await self._drop_extras()
                 return
             if self._final:
                 self._dirty.set()
@@ -315,12 +362,14 @@ class AnswerStream:
             else:
                 await self.p.call("chat.update", self.edits, **args)
         except (_RateLimited, _Transient):
-            return False  # only intermediate edits get here; a newer render follows
+            self._last_edit = time.monotonic()  # only intermediate edits get here: pace retries
+            return False
         except SlackDeliveryError as exc:
             if exc.error not in REPOST_ERRORS:
                 if reliable:
                     raise
                 log.warning("slack_edit_failed", error=exc.error)
+                self._last_edit = time.monotonic()
                 return False
             log.info("slack_edit_refused_posting_instead", error=exc.error)
             data = await self.p.call_reliably(
@@ -348,6 +397,10 @@ class AnswerStream:
             try:
                 data = await self.p.call("chat.postMessage", self.posts, **args)
             except (_RateLimited, _Transient):
+                return False
+            except SlackDeliveryError as exc:  # the final post will try again, reliably
+                log.warning("slack_post_failed", error=exc.error)
+                self._last_edit = time.monotonic()
                 return False
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), payload))

@@ -94,6 +94,20 @@ class MessageStore:
     def get(self, channel: str, ts: str) -> StoredMessage | None:
         return self._messages.get((channel, ts))
 
+    def remove(self, message: StoredMessage) -> None:
+        """Forget a message (chat.delete); the thread parent's reply count drops with it."""
+        self._messages.pop((message.channel, message.ts), None)
+        if message.thread_ts is not None and message.thread_ts != message.ts:
+            replies = self._replies.get((message.channel, message.thread_ts), [])
+            if message in replies:
+                replies.remove(message)
+                parent = self._messages.get((message.channel, message.thread_ts))
+                if parent is not None:
+                    parent.reply_count -= 1
+        if message.is_bot:
+            self._bot_all.remove(message)
+            self._bot_by_channel.get(message.channel, []).remove(message)
+
     def thread(self, channel: str, thread_ts: str) -> list[StoredMessage]:
         """Parent (when known) first, then replies by ts."""
         parent = self._messages.get((channel, thread_ts))

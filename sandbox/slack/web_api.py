@@ -87,6 +87,7 @@ class WebApi:
         self._on_bot_message = on_bot_message
         self.channel_types = channel_types
         self.ephemerals: list[StoredMessage] = []
+        self.deleted: list[StoredMessage] = []
         self.assistant_threads: dict[tuple[str, str], AssistantThread] = {}
         self.users: dict[str, dict[str, Any]] = {
             ws.bot_user_id: {"id": ws.bot_user_id, "name": "powabot", "real_name": "powabot"}
@@ -96,6 +97,7 @@ class WebApi:
             "apps.connections.open": self.connections_open,
             "chat.postMessage": self.post_message,
             "chat.update": self.update,
+            "chat.delete": self.delete,
             "chat.postEphemeral": self.post_ephemeral,
             "conversations.replies": self.replies,
             "reactions.add": self.reactions_add,
@@ -179,6 +181,12 @@ class WebApi:
         self._replied(channel, msg.thread_ts)
         self._on_bot_message(msg)
         return {"channel": channel, "ts": msg.ts, "message": msg.to_api(self.ws.team_id)}
+
+    def delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        msg = self._bot_message(args)
+        self.store.remove(msg)
+        self.deleted.append(msg)
+        return {"channel": msg.channel, "ts": msg.ts}
 
     def update(self, args: dict[str, Any]) -> dict[str, Any]:
         msg = self._bot_message(args)

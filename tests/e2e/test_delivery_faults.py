@@ -1,0 +1,171 @@
+"""A reply always reaches the user: long 429 storms, a lost placeholder, a store outage, a run
+that never ends, a final answer shorter than what was shown, and a shutdown mid-answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import StoreError
+from bot.render import render_answer
+from bot.service import Powabot
+from bot.slack.budget import Budgets
+from bot.slack.publisher import AnswerStream, Publisher
+from bot.state import AnswerState, Phase
+from bot.store import make_store
+from bot.store.base import SessionStore, ThreadKey
+from tests.conftest import bot_settings
+
+ALICE = "U0ALICE"
+
+
+def expected_text(answer: str) -> str:
+    (message,) = render_answer(AnswerState(text=answer, phase=Phase.DONE))
+    return message.text
+
+
+async def ask(slack: Any, bot: Powabot, channel: str, text: str) -> Any:
+    before = bot.answerer.finished
+    msg = await slack.user_says(user=ALICE, text=text, channel=channel)
+    await slack.wait_for(lambda: bot.answerer.finished > before, timeout=30)
+    return msg
+
+
+def bot_replies(slack: Any, channel: str, thread_ts: str) -> list[Any]:
+    return [m for m in slack.thread(channel, thread_ts) if m.is_bot]
+
+
+async def test_a_429_storm_longer_than_the_retry_count_still_delivers_the_final_text(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """Twelve 429s in a row on chat.update: waited out, not counted as failures."""
+    slack.inject("chat.update", status=429, headers={"Retry-After": "0"}, times=12)
+    budgets = Budgets(edits_per_minute=1200)  # a 429 empties the bucket; refill fast here
+    bot = Powabot(bot_settings(slack, powabase, tmp_path), budgets=budgets)
+    await bot.start()
+    try:
+        await slack.wait_connected()
+        msg = await ask(slack, bot, "D0STORM", "What is the refund window for Pro annual?")
+    finally:
+        await bot.stop()
+    assert sum(1 for c in slack.calls_to("chat.update") if c.status == 429) == 12
+    (answer, *_trace) = bot_replies(slack, "D0STORM", msg.ts)
+    assert answer.text == expected_text(powabase.runs[-1].answer)
+
+
+async def test_a_refused_placeholder_does_not_cost_the_answer(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """The placeholder post fails outright; the complete answer is posted at the end."""
+    slack.inject("chat.postMessage", status=200, body={"ok": False, "error": "no_text"}, times=1)
+    msg = await ask(slack, bot, "D0NOPH", "Which plans include SSO?")
+    replies = bot_replies(slack, "D0NOPH", msg.ts)
+    assert replies, "the user saw nothing"
+    assert replies[0].text == expected_text(powabase.runs[-1].answer)
+
+
+class BrokenSessions:
+    """A store whose session table is unreachable while event claims still work."""
+
+    backend = "broken"
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def claim_event(self, event_id: str) -> bool:
+        return await self.inner.claim_event(event_id)
+
+    async def get_session(self, key: ThreadKey) -> Any:
+        raise StoreError("connection refused")
+
+    async def reserve_session(self, key: ThreadKey, agent_session_id: str, title: str) -> Any:
+        raise StoreError("connection refused")
+
+    async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
+        raise StoreError("connection refused")
+
+    async def record_run(self, key: ThreadKey, **kwargs: Any) -> None:
+        raise StoreError("connection refused")
+
+    async def health(self) -> Any:
+        return await self.inner.health()
+
+
+async def test_a_session_store_outage_still_answers(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """Without the session table the question is still answered (in a fresh agent session)."""
+    settings = bot_settings(slack, powabase, tmp_path)
+    bot = Powabot(settings, store=BrokenSessions(make_store(settings)))
+    await bot.start()
+    try:
+        await slack.wait_connected()
+        msg = await ask(slack, bot, "D0NOSTORE", "How do I create an API key?")
+        (answer, *_trace) = bot_replies(slack, "D0NOSTORE", msg.ts)
+        assert answer.text == expected_text(powabase.runs[-1].answer)
+    finally:
+        await bot.stop()
+
+
+async def test_a_run_past_the_overall_deadline_ends_with_a_timeout_notice(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """Keepalives forever are not an answer: POWABOT_RUN_TIMEOUT ends the wait with a notice."""
+    powabase.inject_run_fault("delay", delay=5.0)
+    settings = bot_settings(slack, powabase, tmp_path, POWABOT_RUN_TIMEOUT=0.5)
+    bot = Powabot(settings)
+    await bot.start()
+    try:
+        await slack.wait_connected()
+        msg = await ask(slack, bot, "D0LATE", "How do refunds work?")
+        (answer,) = bot_replies(slack, "D0LATE", msg.ts)
+        assert "took too long" in answer.text
+    finally:
+        await bot.stop()
+
+
+async def test_a_final_answer_shorter_than_the_shown_text_leaves_no_stale_message(
+    slack: Any,
+) -> None:
+    """Streaming text spilled into a second message; the authoritative final fits in one."""
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, Budgets(edit_burst=20), min_interval=0.01)
+    thread = await slack.user_says(user=ALICE, text="long one please", channel="D0SHRINK")
+    stream = AnswerStream(publisher, slack.workspace.team_id, "D0SHRINK", thread.ts)
+    state = AnswerState(question="long one please")
+    await stream.start(state)
+    paragraph = "All work and no play makes a dull answer. " * 40
+    state.text = "\n\n".join([paragraph] * 6)  # well past one message
+    stream.update()
+    await slack.wait_for(lambda: len(bot_replies(slack, "D0SHRINK", thread.ts)) >= 2)
+    state.text = "Short and final."
+    state.phase = Phase.DONE
+    await stream.finish()
+    replies = bot_replies(slack, "D0SHRINK", thread.ts)
+    assert [m.text for m in replies] == [expected_text("Short and final.")]
+    assert len(slack.calls_to("chat.delete")) >= 1
+
+
+async def test_stopping_the_bot_lets_an_answer_in_flight_finish(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """stop() takes no new questions but lets the one being answered reach its final text."""
+    powabase.context.delta_delay = 0.02
+    bot = Powabot(bot_settings(slack, powabase, tmp_path))
+    await bot.start()
+    await slack.wait_connected()
+    msg = await slack.user_says(user=ALICE, text="What does the Team plan cost?", channel="D0STOP")
+    await slack.wait_for(lambda: bool(bot.answerer.in_flight) and bool(powabase.runs))
+    await slack.wait_for(lambda: bool(bot_replies(slack, "D0STOP", msg.ts)))
+    await bot.stop()
+    (answer, *_trace) = bot_replies(slack, "D0STOP", msg.ts)
+    assert answer.text == expected_text(powabase.runs[-1].answer)
+    assert bot.answerer.finished == 1

@@ -16,6 +16,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.conversation import Answerer, Question
+from bot.errors import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +25,13 @@ MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
-    """The question without the leading `<@UBOT>` that addressed it."""
+    """The question without the `<@UBOT>` that addressed it; line breaks kept (code, logs)."""
     if bot_user_id:
         text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
-    return " ".join(text.split())
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    if lines:
+        lines[0] = " ".join(lines[0].split())  # "<@UBOT>  why…" leaves a ragged first line
+    return "\n".join(lines).strip()
 
 
 def _question(body: dict[str, Any], event: dict[str, Any], text: str) -> Question:
@@ -82,6 +86,11 @@ def register(app: AsyncApp, answerer: Answerer) -> None:
         if context.bot_user_id and f"<@{context.bot_user_id}" in text:
             return  # the app_mention listener answers this one
         q = _question(body, event, strip_bot_mention(text, context.bot_user_id))
-        if await answerer.store.get_session(q.key) is None:
+        try:
+            known = await answerer.store.get_session(q.key) is not None
+        except StoreError as exc:  # cannot tell; staying out of a stranger's thread is safer
+            log.error("thread_lookup_failed", error=str(exc))
+            return
+        if not known:
             return  # someone else's thread, or a thread this user never asked us in
         await answerer.answer(q)

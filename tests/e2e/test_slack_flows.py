@@ -272,3 +272,20 @@ async def test_trace_falls_back_to_attachments_when_blocks_are_refused(
     trace = bot_replies(slack, DM, msg.ts)[-1]
     assert trace.attachments and not trace.blocks
     assert "billing-agent" in str(trace.attachments)
+
+
+async def test_a_mentioned_question_keeps_its_line_breaks(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """A pasted error log reaches Powabase line by line, without the bot's mention."""
+    await ask_and_wait(
+        slack,
+        bot,
+        user=ALICE,
+        text="My webhook fails with:\n```\nHTTP 401\ninvalid signature\n```\nwhy?",
+        channel=SUPPORT,
+        channel_type="channel",
+        mention=True,
+    )
+    sent = powabase.runs[-1].message
+    assert sent == "My webhook fails with:\n```\nHTTP 401\ninvalid signature\n```\nwhy?"

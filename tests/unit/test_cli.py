@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import pytest
 
@@ -59,10 +60,14 @@ async def test_demo_plays_the_conversation_and_says_it_used_stand_ins() -> None:
     from bot.demo import run_demo
 
     out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         assert await run_demo(out=out) == 0
-    finally:
-        structlog.reset_defaults()  # the demo configures logging for itself
+    finally:  # the demo configures logging for itself; leave none of it behind
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     text = out.getvalue()
     assert "LOCAL STAND-INS" in text
     assert text.count("posts the delegation trace") == 3

@@ -76,6 +76,20 @@ class TokenBucket:
         self._level = 0.0
 
 
+MAX_IDLE_BUCKETS = 1000
+
+
+def _get(buckets: dict[str, TokenBucket], key: str, rate: float, capacity: float) -> TokenBucket:
+    """The bucket for `key`; a long-running bot forgets full (idle) buckets as new ones come."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        if len(buckets) >= MAX_IDLE_BUCKETS:
+            for name in [k for k, b in buckets.items() if b.level >= b.capacity]:
+                del buckets[name]
+        bucket = buckets[key] = TokenBucket(rate, capacity)
+    return bucket
+
+
 @dataclass
 class Budgets:
     """The buckets of one process: chat.update per workspace, chat.postMessage per channel."""
@@ -99,18 +113,10 @@ class Budgets:
         return found
 
     def edits(self, team_id: str) -> TokenBucket:
-        bucket = self._edits.get(team_id)
-        if bucket is None:
-            bucket = TokenBucket(self.edits_per_minute / 60.0, self.edit_burst)
-            self._edits[team_id] = bucket
-        return bucket
+        return _get(self._edits, team_id, self.edits_per_minute / 60.0, self.edit_burst)
 
     def posts(self, channel_id: str) -> TokenBucket:
-        bucket = self._posts.get(channel_id)
-        if bucket is None:
-            bucket = TokenBucket(self.posts_per_second, self.post_burst)
-            self._posts[channel_id] = bucket
-        return bucket
+        return _get(self._posts, channel_id, self.posts_per_second, self.post_burst)
 
     @property
     def edit_reserve(self) -> float:

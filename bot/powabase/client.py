@@ -1,14 +1,23 @@
 """The Powabase streaming client: one orchestration run in, typed events out.
 
 httpx-sse turns bytes into SSE frames; `parse_event` turns frames into typed events. Every httpx /
-httpx-sse exception is translated into the `UpstreamError` tree in `_translate_errors`, the one
+httpx-sse exception is translated into the `UpstreamError` tree by `_upstream_error`, the one
 place where they can surface.
+
+A run that fails before its first event (a proxy's 429/502/503/504, a refused or reset
+connection) is retried with backoff: nothing has reached the user yet, so a second attempt cannot
+duplicate an answer. Once an event has been yielded the run is never retried.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
+import random
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 import structlog
@@ -27,6 +36,19 @@ from bot.powabase.events import CompleteEvent, ErrorEvent, StreamEvent, parse_ev
 log = structlog.get_logger(__name__)
 
 BODY_EXCERPT = 300
+# Answers a reverse proxy (or an overloaded backend) gives before a run starts; worth a retry.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# Statuses whose `Retry-After` header we honour (RFC 9110 §10.2.3, RFC 6585 §4).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Failures that happen before the server could have sent anything back (refused, reset, no
+# answer to the handshake). Read timeouts are not here: the run may simply be slow.
+RETRYABLE_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
 
 
 def make_http_client(
@@ -36,14 +58,77 @@ def make_http_client(
     idle_timeout: float = 120.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The one httpx client for Powabase: both auth headers, a read timeout above keepalives."""
+    """The one httpx client for Powabase: both auth headers, a read timeout above keepalives.
+
+    No cap on open connections: every answer in flight holds one stream open for its whole run,
+    and httpx's default cap of 100 would make the 101st answer wait for a free slot.
+    """
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         headers={"apikey": api_key, "Authorization": f"Bearer {api_key}"},
         timeout=httpx.Timeout(connect=10.0, read=idle_timeout, write=10.0, pool=10.0),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
         transport=transport,
         trust_env=False,
     )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delay-seconds or HTTP-date); None if unusable."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    backoff: float,
+    max_delay: float,
+    retry_after: float | None = None,
+    jitter: float = 0.5,
+) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), at most ``max_delay``.
+
+    The server's `Retry-After` wins when given; otherwise ``backoff`` doubles per attempt, spread
+    by ``jitter`` (0..1, 0.5 = exactly nominal) so many answers failing together do not retry
+    together.
+    """
+    if retry_after is not None:
+        return min(retry_after, max_delay)
+    return min(backoff * 2 ** (attempt - 1) * (0.5 + jitter), max_delay)
+
+
+def _upstream_error(exc: Exception, url: str, attempts: int = 1) -> UpstreamError:
+    """The UpstreamError for a foreign exception raised while talking to ``url``."""
+    tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+    match exc:
+        case UpstreamError():
+            return exc
+        case httpx.TimeoutException():
+            return UpstreamTimeoutError(
+                f"Powabase timed out ({type(exc).__name__}) on {url}{tried}"
+            )
+        case httpx.ConnectError():
+            return UpstreamConnectError(f"cannot connect to Powabase at {url}{tried}: {exc}")
+        case httpx.RemoteProtocolError() | httpx.ReadError() | httpx.StreamError():
+            return UpstreamStreamError(f"Powabase stream broke off{tried}: {exc}")
+        case SSEError():
+            return UpstreamStreamError(f"Powabase did not answer with an event stream: {exc}")
+        case _:
+            return UpstreamConnectError(f"Powabase request failed{tried}: {exc}")
 
 
 @contextlib.contextmanager
@@ -52,16 +137,8 @@ def _translate_errors(url: str) -> Iterator[None]:
         yield
     except UpstreamError:
         raise
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeoutError(f"Powabase timed out ({type(exc).__name__}) on {url}") from exc
-    except httpx.ConnectError as exc:
-        raise UpstreamConnectError(f"cannot connect to Powabase at {url}: {exc}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError) as exc:
-        raise UpstreamStreamError(f"Powabase stream broke off: {exc}") from exc
-    except SSEError as exc:
-        raise UpstreamStreamError(f"Powabase did not answer with an event stream: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise UpstreamConnectError(f"Powabase request failed: {exc}") from exc
+    except (httpx.HTTPError, SSEError) as exc:
+        raise _upstream_error(exc, url) from exc
 
 
 def _excerpt(body: bytes) -> str:
@@ -69,12 +146,41 @@ def _excerpt(body: bytes) -> str:
     return text[:BODY_EXCERPT] + ("…" if len(text) > BODY_EXCERPT else "")
 
 
-class PowabaseClient:
-    """Runs the supervisor orchestration for one message and yields its events."""
+class _RetryableStatus(Exception):
+    """A 429/502/503/504 before the stream started; carries the error to raise on giving up."""
 
-    def __init__(self, http: httpx.AsyncClient, orchestration_id: str) -> None:
+    def __init__(self, error: UpstreamStatusError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class PowabaseClient:
+    """Runs the supervisor orchestration for one message and yields its events.
+
+    ``attempts`` bounds how often a run that failed before its first event is tried in all;
+    ``backoff`` is the first pause between attempts (doubling, jittered) and ``max_delay`` caps
+    every pause, including one asked for by `Retry-After`.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        orchestration_id: str,
+        *,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        max_delay: float = 8.0,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"PowabaseClient attempts must be at least 1, got {attempts}")
+        if backoff < 0 or max_delay < 0:
+            raise ValueError("PowabaseClient backoff and max_delay must not be negative")
         self.http = http
         self.orchestration_id = orchestration_id
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_delay = max_delay
 
     def run_path(self) -> str:
         return f"/api/orchestrations/{self.orchestration_id}/run/stream"
@@ -85,25 +191,54 @@ class PowabaseClient:
         """Yield every event of one run; raise an UpstreamError unless it ends with `complete`.
 
         A failed run (`error` event or `complete` with status failed) is yielded first, so the
-        caller's state shows it, and then raised as UpstreamRunError.
+        caller's state shows it, and then raised as UpstreamRunError. Failures before the first
+        event are retried (see the class docstring); later ones are raised at once.
         """
         path = self.run_path()
         body = {"message": message, "session_id": session_id}
         terminal: StreamEvent | None = None
+        attempt = 0
         with _translate_errors(path):
-            async with aconnect_sse(self.http, "POST", path, json=body) as source:
-                response = source.response
-                if response.status_code >= 300:
-                    raw = await response.aread()
-                    raise UpstreamStatusError(response.status_code, _excerpt(raw), path)
-                async with contextlib.aclosing(source.aiter_sse()) as frames:
-                    async for sse in frames:
-                        sse_name = sse.event if sse.event != "message" else None
-                        event = parse_event(sse_name, sse.data)
-                        yield event
-                        if isinstance(event, CompleteEvent | ErrorEvent):
-                            terminal = event
-                            break
+            while True:
+                attempt += 1
+                received = False
+                try:
+                    async with aconnect_sse(self.http, "POST", path, json=body) as source:
+                        response = source.response
+                        if response.status_code >= 300:
+                            raise self._status_error(response, await response.aread(), path)
+                        async with contextlib.aclosing(source.aiter_sse()) as frames:
+                            async for sse in frames:
+                                received = True
+                                sse_name = sse.event if sse.event != "message" else None
+                                event = parse_event(sse_name, sse.data)
+                                yield event
+                                if isinstance(event, CompleteEvent | ErrorEvent):
+                                    terminal = event
+                                    break
+                    break
+                except _RetryableStatus as exc:
+                    if attempt >= self.attempts:
+                        self._give_up(attempt, f"http_{exc.error.status}")
+                        raise exc.error from None
+                    delay = self._delay(attempt, exc.retry_after)
+                    reason = f"http_{exc.error.status}"
+                except RETRYABLE_TRANSPORT_ERRORS as exc:
+                    if received:
+                        raise
+                    if attempt >= self.attempts:
+                        self._give_up(attempt, type(exc).__name__)
+                        raise _upstream_error(exc, path, attempt) from exc
+                    delay = self._delay(attempt, None)
+                    reason = type(exc).__name__
+                log.warning(
+                    "powabase_retry",
+                    attempt=attempt,
+                    attempts=self.attempts,
+                    reason=reason,
+                    delay_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
         match terminal:
             case None:
                 raise UpstreamStreamError("Powabase stream ended without a `complete` event")
@@ -111,3 +246,28 @@ class PowabaseClient:
                 raise UpstreamRunError(terminal.message, terminal.code)
             case CompleteEvent(status="failed"):
                 raise UpstreamRunError(str(terminal.error or "run failed"))
+
+    @staticmethod
+    def _status_error(response: httpx.Response, raw: bytes, path: str) -> Exception:
+        """The error for a non-2xx answer: wrapped as retryable when a retry may help."""
+        error = UpstreamStatusError(response.status_code, _excerpt(raw), path)
+        if response.status_code not in RETRYABLE_STATUSES:
+            return error
+        retry_after = None
+        if response.status_code in RETRY_AFTER_STATUSES:
+            header = response.headers.get("retry-after")
+            retry_after = parse_retry_after(header, datetime.now(UTC))
+        return _RetryableStatus(error, retry_after)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        return retry_delay(
+            attempt,
+            backoff=self.backoff,
+            max_delay=self.max_delay,
+            retry_after=retry_after,
+            jitter=random.random(),
+        )
+
+    def _give_up(self, attempt: int, reason: str) -> None:
+        if attempt > 1:
+            log.warning("powabase_retries_exhausted", attempts=attempt, reason=reason)

@@ -4,6 +4,13 @@
 joined `data:` lines) and returns a typed event. The event name comes from the JSON ``event`` key,
 falling back to the SSE ``event:`` line. Unknown names become :class:`UnknownEvent`; they are
 never an error, because the engine grows new event types over time.
+
+Parsing never raises: the models are lenient about scalar types (numbers are accepted where text
+is expected, `seq` may be a string, `ts` a number), and a known event whose fields still do not
+fit becomes an :class:`UnknownEvent` holding the raw frame, so one odd frame cannot end an answer.
+The two events that end a run (`complete`, `error`) keep their type instead, with the unusable
+fields at their defaults. Each such frame is logged (`powabase_event_invalid`): at warning level
+the first time per event name, at debug level after that.
 """
 
 from __future__ import annotations
@@ -11,17 +18,21 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+log = structlog.get_logger(__name__)
 
 
 class StreamEvent(BaseModel):
-    """Base of every event; extra fields are kept, missing optional fields default."""
+    """Base of every event; extra fields are kept, missing optional fields default, and numbers
+    sent where text is expected (ids, deltas) are read as their text."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True)
     name: ClassVar[str] = ""
     event: str = ""
-    seq: int | None = None
-    ts: str | None = None
+    seq: int | str | None = None
+    ts: str | float | None = None
 
 
 class StartEvent(StreamEvent):
@@ -168,8 +179,60 @@ EVENT_TYPES: dict[str, type[StreamEvent]] = {
 }
 
 
+# Events that end a run: kept under their own type even when some fields are unusable.
+TERMINAL_TYPES: frozenset[type[StreamEvent]] = frozenset({CompleteEvent, ErrorEvent})
+
+# Event names whose invalid frames were already reported at warning level (later ones: debug).
+_REPORTED_INVALID: set[str] = set()
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """Where and how the fields were wrong, without the values (they may hold user text)."""
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or '<frame>'}: {error['type']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _report_invalid(name: str, exc: ValidationError) -> None:
+    level = log.debug if name in _REPORTED_INVALID else log.warning
+    _REPORTED_INVALID.add(name)
+    level("powabase_event_invalid", event_name=name, problems=_problems(exc))
+
+
+def _unknown(name: str, payload: dict[str, Any], data: str) -> UnknownEvent:
+    """An UnknownEvent keeping ``payload``'s fields and the raw frame; never raises."""
+    try:
+        return UnknownEvent.model_validate({**payload, "event": name, "raw": data})
+    except ValidationError:
+        # Even seq/ts are unusable: keep everything else as extra fields, drop those two.
+        extras = {k: v for k, v in payload.items() if k not in UnknownEvent.model_fields}
+        return UnknownEvent.model_construct(event=name, raw=data, **extras)
+
+
+def _salvage(
+    cls: type[StreamEvent], fields: dict[str, Any], data: str, exc: ValidationError
+) -> StreamEvent:
+    """``cls`` with the fields that failed left at their defaults and the frame in ``raw``.
+
+    Used for the events that end a run: as UnknownEvents they would turn a finished answer into
+    "stream ended without `complete`".
+    """
+    bad = {str(error["loc"][0]) for error in exc.errors(include_url=False) if error["loc"]}
+    kept = {k: v for k, v in fields.items() if k not in bad}
+    try:
+        return cls.model_validate({**kept, "raw": data})
+    except ValidationError:
+        return _unknown(str(fields["event"]), fields, data)
+
+
 def parse_event(sse_event: str | None, data: str) -> StreamEvent:
-    """Build a typed event from one SSE frame's `event:` line (may be None) and its data."""
+    """Build a typed event from one SSE frame's `event:` line (may be None) and its data.
+
+    Never raises: frames that are not JSON objects, unknown names and known names with fields of
+    an unusable shape come back as :class:`UnknownEvent` with the frame in ``raw`` (except
+    `complete` / `error`, salvaged under their own type).
+    """
     try:
         payload = json.loads(data)
     except json.JSONDecodeError:
@@ -183,13 +246,16 @@ def parse_event(sse_event: str | None, data: str) -> StreamEvent:
         name = sse_event if sse_event and sse_event != "message" else "message"
     cls = EVENT_TYPES.get(name)
     if cls is None:
-        return UnknownEvent.model_validate({**payload, "event": name, "raw": data})
+        return _unknown(name, payload, data)
     fields = dict(payload)
     fields["event"] = name
     if cls is OrchestrationStartedEvent and "name" in fields:
         fields["orchestration_name"] = fields.pop("name")
     try:
         return cls.model_validate(fields)
-    except ValidationError:
+    except ValidationError as exc:
         # A known name with fields of an unexpected shape: keep it, don't crash the answer.
-        return UnknownEvent.model_validate({**payload, "event": name, "raw": data})
+        _report_invalid(name, exc)
+        if cls in TERMINAL_TYPES:
+            return _salvage(cls, fields, data, exc)
+        return _unknown(name, payload, data)

@@ -16,6 +16,7 @@ RunFaultKind = Literal[
     "delay",
     "failed",
     "unknown_events",
+    "malformed_events",
 ]
 RUN_FAULT_KINDS: frozenset[str] = frozenset(RunFaultKind.__args__)  # type: ignore[attr-defined]
 
@@ -30,6 +31,7 @@ class RunFault:
     body: str | None = None
     after_deltas: int = 3
     delay: float = 1.0
+    retry_after: str | None = None
 
 
 @dataclass

@@ -54,10 +54,13 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
         record.status = f"http_{fault.status}"
         record.done.set()
         text = fault.body or "injected failure"
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
         if fault.kind == "html_status":
             html = HTML_ERROR.format(status=fault.status, text=text)
-            return web.Response(status=fault.status, text=html, content_type="text/html")
-        return web.json_response({"error": text}, status=fault.status)
+            return web.Response(
+                status=fault.status, text=html, content_type="text/html", headers=headers
+            )
+        return web.json_response({"error": text}, status=fault.status, headers=headers)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -118,6 +121,10 @@ async def _play(
         await w.send("model_fallback", from_model="gpt-5.4-mini", to_model="gpt-5.4-nano")
         await w.send("compaction", tokens_before=1200, tokens_after=600)
     await w.send("step_started", step=1, is_last_step=False)
+    if fault and kind == "malformed_events":
+        # Known events whose fields have the wrong type (a newer or buggier engine).
+        await w.send("step_started", step="one", is_last_step="maybe")
+        await w.send("tool_result", step=1, tool_name="probe", call_id=7, duration_ms="slow")
     ans = model.answer(ctx.store, orch, record.message, history)
     tool_calls: list[dict[str, Any]] = []
     if reasoning:
@@ -150,7 +157,10 @@ async def _play(
             break
         if fault and kind == "unknown_events" and index == 1:
             await w.send("step_reset", step=2, reason="retry")
-        sent = await w.send("content_delta", delta=piece)
+        if fault and kind == "malformed_events":
+            sent = await w.send("content_delta", delta=piece, seq=str(index), ts=time.time())
+        else:
+            sent = await w.send("content_delta", delta=piece)
         if record.t_first_content_delta is None:
             record.t_first_content_delta = sent
         if ctx.delta_delay > 0:

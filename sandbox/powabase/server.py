@@ -171,18 +171,24 @@ class PowabaseStandin:
         body: str | None = None,
         after_deltas: int = 3,
         delay: float = 1.0,
+        retry_after: str | None = None,
     ) -> None:
         """Make the next ``times`` runs misbehave.
 
-        status / html_status: HTTP ``status`` before any stream, JSON `{"error": body}` / HTML page;
-        early_error: HTTP 200 and only an `error` event; error_event: `error` after
-        ``after_deltas`` final-answer deltas; drop: abort the connection after ``after_deltas``
-        final deltas; no_complete: end cleanly after orchestration_completed; failed: `complete`
-        with status "failed"; delay: ``delay`` seconds of silence (keepalives) before `start`.
+        status / html_status: HTTP ``status`` before any stream, JSON `{"error": body}` / HTML page,
+        with a `Retry-After: <retry_after>` header when given; early_error: HTTP 200 and only an
+        `error` event; error_event: `error` after ``after_deltas`` final-answer deltas; drop: abort
+        the connection after ``after_deltas`` final deltas; no_complete: end cleanly after
+        orchestration_completed; failed: `complete` with status "failed"; delay: ``delay`` seconds
+        of silence (keepalives) before `start`; malformed_events: known events with fields of
+        unexpected types (string `seq`, numeric `ts` on the final deltas, a non-numeric `step`
+        and `duration_ms`), the answer text itself unchanged.
         """
         if kind not in RUN_FAULT_KINDS:
             raise ValueError(f"unknown run fault kind {kind!r}; expected one of {RUN_FAULT_KINDS}")
-        self._ctx.faults.run_faults.append(RunFault(kind, times, status, body, after_deltas, delay))
+        self._ctx.faults.run_faults.append(
+            RunFault(kind, times, status, body, after_deltas, delay, retry_after)
+        )
 
     def inject_api_fault(
         self,

@@ -205,9 +205,9 @@ async def test_timeout_mid_stream_keeps_the_cause() -> None:
 
 
 async def test_connection_refused_is_connect_error() -> None:
-    """Nothing listening becomes UpstreamConnectError (real socket, closed port)."""
+    """Nothing listening becomes UpstreamConnectError (real socket, closed port, no retries)."""
     http = make_http_client("http://127.0.0.1:9", "k")
-    client = PowabaseClient(http, "orch")
+    client = PowabaseClient(http, "orch", attempts=1)
     with pytest.raises(UpstreamConnectError):
         await collect(client)
 

@@ -323,6 +323,29 @@ async def test_status_fault_answers_json_error_once(
     assert [r.status for r in standin.runs] == ["http_503", "http_503", "completed"]
 
 
+async def test_status_fault_can_send_retry_after(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """A `status` fault given ``retry_after`` sends it as the `Retry-After` header."""
+    standin.inject_run_fault("status", status=429, retry_after="7")
+    response, _, _ = await run(client, orch_id, "refund window?")
+    assert response.status_code == 429 and response.headers["retry-after"] == "7"
+
+
+async def test_malformed_events_fault_mistypes_fields_but_keeps_the_answer(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """`malformed_events` sends known events with mistyped fields; the answer text is intact."""
+    standin.inject_run_fault("malformed_events")
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    assert by_name(events, "step_started")[1]["step"] == "one"
+    assert any(e.get("duration_ms") == "slow" for e in by_name(events, "tool_result"))
+    finals = [e for e in events if e["event"] == "content_delta" and isinstance(e.get("seq"), str)]
+    assert finals and all(isinstance(e["ts"], float) for e in finals)
+    assert "".join(final_deltas(events)) == by_name(events, "chunk")[0]["content"]
+    assert standin.runs[-1].status == "completed"
+
+
 async def test_html_status_fault_answers_an_html_page(
     client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
 ) -> None:

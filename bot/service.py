@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aiohttp
 import httpx
 import structlog
 from aiohttp import web
@@ -22,6 +23,9 @@ from bot.slack.publisher import Publisher
 from bot.store import SessionStore, make_store
 
 log = structlog.get_logger(__name__)
+
+SLACK_CALL_TIMEOUT = 30.0  # seconds, slack_sdk's own default per call
+SLACK_MAX_CONNECTIONS = 200  # Slack answers fast; this only bounds a burst of final edits
 
 
 def _secret(value: Any) -> str:
@@ -77,6 +81,12 @@ class Powabot:
 
     async def start(self) -> None:
         await self.store.open()
+        # One keep-alive connection pool for every Slack call (slack_sdk otherwise opens a new
+        # session, hence a new TLS handshake, per call: a first edit would pay for it).
+        self.slack.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=SLACK_CALL_TIMEOUT),
+            connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
+        )
         if self.settings.socket_mode:
             self._socket = AsyncSocketModeHandler(
                 self.app, _secret(self.settings.SLACK_APP_TOKEN), web_client=self.slack
@@ -133,5 +143,7 @@ class Powabot:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.http.aclose()
+        if self.slack.session is not None:
+            await self.slack.session.close()
         await self.store.close()
         log.info("bot_stopped")

@@ -74,9 +74,11 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
     except ConnectionError:  # the client went away: the run is cancelled, nothing to answer
-        record.status = "cancelled"
+        if record.t_complete is None:  # a client closing right after `complete` got it all
+            record.status = "cancelled"
     except asyncio.CancelledError:
-        record.status = "cancelled"
+        if record.t_complete is None:
+            record.status = "cancelled"
         raise
     finally:
         record.done.set()

@@ -2,16 +2,23 @@
 
 Used for DMs when POWABOT_NATIVE_STREAMING is on. What the coordinator is doing shows as task
 cards (`task_update` chunks); the answer text is appended as Markdown, which Slack renders itself.
-Appends do not spend the Tier-3 `chat.update` budget. When Slack refuses streaming for this
-workspace or channel, or the stream expires, the answer falls back to post + update without losing
-anything: the classic `AnswerStream` takes over the same state.
+Appends do not spend the Tier-3 `chat.update` budget.
+
+Intermediate appends never wait in line: when the workspace append budget is empty, or Slack
+answers 429 / `ratelimited`, the flusher sleeps until the next token (or for `Retry-After`), and
+after a 5xx it backs off; the next append then carries everything that piled up meanwhile.
+Anything Slack refuses outright (streaming not allowed here, the stream expired, a method
+refused, ...) ends native streaming: the stream is stopped and the classic `AnswerStream` adopts
+the same message and edits the whole answer into it, so nothing is lost and nothing shows twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,29 +34,29 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Refusals after which the classic post + update path takes over.
-FALLBACK_ERRORS = frozenset(
-    {
-        "channel_type_not_supported",
-        "unknown_method",
-        "not_allowed_token_type",
-        "feature_not_enabled",
-        "method_deprecated",
-        "message_not_in_streaming_state",
-        "missing_scope",
-        "invalid_arguments",
-        "not_authed",
-        "streaming_state_conflict",
-    }
-)
+# The stream is gone (or was never really open): stopping it again is pointless.
+NOT_STREAMING = "message_not_in_streaming_state"
 MAX_APPEND = 11_000  # markdown_text is capped at 12,000 characters per call
 APPENDS_PER_SECOND = 100 / 60  # Tier 4, per workspace
 APPEND_BURST = 20.0
+MIN_WAIT = 0.05  # shortest pause after a refused intermediate append
+RETRY_BASE = 0.5  # first backoff after a transient failure (5xx, timeout); doubles each time
+RETRY_MAX = 8.0
 
 
 def safe_markdown(text: str) -> str:
     """Model Markdown with mention syntax broken up: it can never ping anyone."""
     return plain(text)
+
+
+@dataclass(frozen=True)
+class _Append:
+    """One chat.appendStream call, and what it shows once Slack accepted it."""
+
+    args: dict[str, Any]
+    text: str
+    title: str | None  # the status card's new title, when this call changes it
+    status: str | None  # the status card's new status, when this call changes it
 
 
 class NativeAnswerStream:
@@ -74,14 +81,18 @@ class NativeAnswerStream:
         self.ts: str | None = None
         self.calls = 0
         self._state = AnswerState()
-        self._streamed = ""  # the safe Markdown already appended
-        self._tasks: dict[str, str] = {}  # task id → status already shown
+        self._streamed = ""  # the safe Markdown Slack accepted so far
+        self._tasks: dict[str, str] = {}  # task id → status Slack accepted
         self._task_title = ""
         self._final = False
+        self._finishing = asyncio.Event()  # wakes the flusher from any pause
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._last = 0.0
+        self._failures = 0  # transient failures of intermediate appends in a row
+        self._streaming = False  # a stream was started and not yet known to be stopped
         self._classic: AnswerStream | None = None
+        self._adopted = False  # `_classic` edits the streamed message (rather than its own)
 
     @property
     def appends(self) -> TokenBucket:
@@ -109,10 +120,14 @@ class NativeAnswerStream:
             return await self._fall_back(state)
         self.calls += 1
         self.ts = str(data["ts"])
+        self._streaming = True
         self._task_title = title
         self._tasks["status"] = "in_progress"
         self._last = time.monotonic()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"native-{self.thread_ts}")
+        # Registered like the classic flushers, so shutdown lets a final stopStream through.
+        self.p.flushers.add(self._flusher)
+        self._flusher.add_done_callback(self.p.flushers.discard)
         return self.ts
 
     async def _fall_back(self, state: AnswerState) -> str:
@@ -130,13 +145,37 @@ class NativeAnswerStream:
     async def finish(self) -> None:
         if self._classic is None:
             self._final = True
+            self._finishing.set()
             self._dirty.set()
-            if self._flusher is not None:
-                await self._flusher
+        if self._flusher is not None:
+            await self._flusher
         if self._classic is not None:
-            await self._classic.finish()
-            self.calls += self._classic.calls
-            self._classic.calls = 0
+            await self._finish_classic()
+
+    async def _finish_classic(self) -> None:
+        """The classic stream delivers the final answer; an adopted message it cannot edit
+        (Slack still holds it as streaming) gets the answer posted below it instead."""
+        from bot.slack.publisher import AnswerStream
+
+        classic = self._classic
+        assert classic is not None
+        try:
+            await classic.finish()
+        except SlackDeliveryError as exc:
+            if not self._adopted:
+                raise
+            log.warning("native_adopted_message_not_editable", error=exc.error)
+            fresh = AnswerStream(self.p, self.team_id, self.channel, self.thread_ts)
+            self._classic, self._adopted = fresh, False
+            try:
+                await fresh.start(self._state)
+                await fresh.finish()
+            finally:
+                self.calls += fresh.calls
+                fresh.calls = 0
+        finally:
+            self.calls += classic.calls
+            classic.calls = 0
 
     async def post_below(self, payloads: Sequence[Payload]) -> None:
         from bot.slack.publisher import _payload_args
@@ -156,103 +195,160 @@ class NativeAnswerStream:
         return {"type": "task_update", "id": task_id, "title": plain(title)[:150], "status": status}
 
     def _text_to_append(self) -> str:
-        """New safe Markdown since the last append, held back to a word boundary mid-stream."""
+        """New safe Markdown since the last append, held back to a word boundary mid-stream.
+
+        Whitespace alone is never worth a call: it stays pending and goes out in front of the next
+        words (or, at the end, is dropped: trailing whitespace shows nothing).
+        """
         full = safe_markdown(self._state.text)
         if not full.startswith(self._streamed):
-            return ""  # the final text rewrote what was streamed; stop() settles it
+            return ""  # the final text rewrote what was streamed; _stop() settles it
         new = full[len(self._streamed) :]
         if not self._state.finished:
             cut = max(new.rfind(" "), new.rfind("\n"))
             new = new[: cut + 1] if cut >= 0 else ""
-        return new[:MAX_APPEND]
+        new = new[:MAX_APPEND]
+        return new if new.strip() else ""
 
-    def _chunks(self) -> list[dict[str, Any]]:
+    def _status_chunk(self) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        """The status card update due now (if any), with the title and status it would record."""
         state = self._state
-        chunks: list[dict[str, Any]] = []
         if state.phase is Phase.WORKING:
             title = status_text(state)
             if title != self._task_title:
-                self._task_title = title
-                chunks.append(self._task("status", title, "in_progress"))
+                return self._task("status", title, "in_progress"), title, None
         elif self._tasks.get("status") == "in_progress":
             done = "error" if state.phase is Phase.FAILED and not state.text else "complete"
             names = ", ".join(dict.fromkeys(d.agent for d in state.delegations))
-            chunks.append(self._task("status", f"Asked {names}" if names else "Done", done))
-            self._tasks["status"] = done
-        return chunks
+            return self._task("status", f"Asked {names}" if names else "Done", done), None, done
+        return None, None, None
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            wait = self._last + self.p.min_interval - time.monotonic()
-            if wait > 0 and not self._final:
-                await asyncio.sleep(wait)
-            final = self._final
-            try:
-                if final:
-                    await self._stop()
-                    return
-                await self._append(reliable=False)
-            except SlackDeliveryError as exc:
-                if exc.error not in FALLBACK_ERRORS:
-                    raise
-                log.info("native_stream_lost", error=exc.error)
-                await self._adopt_classic()
-                return
-            if self._final:
-                self._dirty.set()
-
-    async def _append(self, *, reliable: bool) -> None:
+    def _next_append(self) -> _Append | None:
+        """What the next appendStream call would send; nothing is recorded until it succeeds."""
         text = self._text_to_append()
-        chunks = self._chunks()
-        if not text and not chunks:
-            return
+        chunk, title, status = self._status_chunk()
+        if not text and chunk is None:
+            return None
         args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
-        if chunks:
+        if chunk is not None:
+            chunks = [chunk]
             if text:
                 chunks.append({"type": "markdown_text", "text": text})
             args["chunks"] = chunks
         else:
             args["markdown_text"] = text
-        if reliable:
-            await self.p.call_reliably("chat.appendStream", self.appends, **args)
-        elif not self.appends.try_take():
-            self._dirty.set()
-            return
-        else:
-            from bot.slack.publisher import _RateLimited, _Transient
+        return _Append(args, text, title, status)
 
-            try:
-                await self.p.call("chat.appendStream", self.appends, **args)
-            except (_RateLimited, _Transient):
-                self._dirty.set()
-                return
+    def _appended(self, append: _Append) -> None:
         self.calls += 1
-        self._streamed += text
+        self._streamed += append.text
+        if append.title is not None:
+            self._task_title = append.title
+        if append.status is not None:
+            self._tasks["status"] = append.status
         self._last = time.monotonic()
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep for `seconds`, or less if `finish()` is called meanwhile."""
+        if seconds > 0 and not self._finishing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finishing.wait(), timeout=seconds)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._pause(self._last + self.p.min_interval - time.monotonic())
+            try:
+                if self._final:
+                    await self._stop()
+                    return
+                retry_in = await self._try_append()
+            except SlackDeliveryError as exc:
+                await self._abandon(exc)
+                return
+            if retry_in is not None:
+                self._dirty.set()  # still something to show: try again after the pause
+                await self._pause(retry_in)
+
+    async def _try_append(self) -> float | None:
+        """One intermediate append if the budget allows; else seconds to wait before retrying.
+
+        Refusals that merely mean "not now" (budget, 429, 5xx) never raise; Slack refusing the
+        call itself raises SlackDeliveryError.
+        """
+        from bot.slack.publisher import _RateLimited, _Transient
+
+        append = self._next_append()
+        if append is None:
+            return None
+        bucket = self.appends
+        if not bucket.try_take():
+            return max(bucket.wait_hint(), MIN_WAIT)
+        try:
+            await self.p.call("chat.appendStream", bucket, **append.args)
+        except _RateLimited as exc:  # the bucket is paused for Retry-After
+            return max(exc.retry_after, bucket.wait_hint(), MIN_WAIT)
+        except _Transient as exc:
+            self._failures += 1
+            delay = min(RETRY_BASE * 2 ** (self._failures - 1), RETRY_MAX)
+            log.info("native_append_retry", error=str(exc), retry_in=delay)
+            return delay
+        self._failures = 0
+        self._appended(append)
+        return None
+
     async def _stop(self) -> None:
+        """Append whatever is left, then stop the stream with any closing notice."""
         state = self._state
-        await self._append(reliable=True)
-        rest = self._text_to_append()
-        while rest:  # a very long final text: keep appending in 11k pieces
-            await self._append(reliable=True)
-            rest = self._text_to_append()
-        exact = self._streamed == safe_markdown(state.text)
-        notice = ""
-        if state.phase is Phase.FAILED:
-            notice = render_answer(state)[-1].text.rsplit("\n\n", 1)[-1]
+        while (append := self._next_append()) is not None:  # long final text: 11k pieces
+            await self.p.call_reliably("chat.appendStream", self.appends, **append.args)
+            self._appended(append)
+        full = safe_markdown(state.text)
+        exact = self._streamed.rstrip() == full.rstrip()
         args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
-        if notice:
-            args["markdown_text"] = "\n\n" + notice
+        closing = self._closing_text()
+        if closing:
+            args["markdown_text"] = f"\n\n{closing}" if self._streamed.strip() else closing
         await self.p.call_reliably("chat.stopStream", self.appends, **args)
         self.calls += 1
-        if not exact and state.text:
+        self._streaming = False
+        if not exact and full.strip():
             # The authoritative final text differs from what streamed: show the final one.
-            await self._adopt_classic()
+            self._adopt_classic()
 
-    async def _adopt_classic(self) -> None:
+    def _closing_text(self) -> str:
+        """What ends the message besides the answer: the failure notice, or the "I couldn't
+        answer" text when the run ended with no answer at all (never an empty message)."""
+        state = self._state
+        if state.phase is Phase.FAILED or (state.phase is Phase.DONE and not state.text.strip()):
+            return render_answer(state)[-1].text.rsplit("\n\n", 1)[-1]
+        return ""
+
+    async def _abandon(self, exc: SlackDeliveryError) -> None:
+        """Slack refused native streaming mid-answer: stop the stream, then edit it classically."""
+        log.info("native_stream_lost", method=exc.method, error=exc.error)
+        if exc.error == NOT_STREAMING:
+            self._streaming = False
+        elif self._streaming and exc.method != "chat.stopStream":
+            await self._stop_quietly()
+        self._adopt_classic()
+
+    async def _stop_quietly(self) -> None:
+        """Stop the stream so its message can be edited; a refusal is logged, not raised."""
+        try:
+            await self.p.call_reliably(
+                "chat.stopStream", self.appends, channel=self.channel, ts=self.ts
+            )
+        except SlackDeliveryError as exc:
+            if exc.error != NOT_STREAMING:
+                log.warning("native_stream_stop_failed", error=exc.error)
+                return
+        else:
+            self.calls += 1
+        self._streaming = False
+
+    def _adopt_classic(self) -> None:
         """Carry on with chat.update on the same message; `finish()` completes it there."""
         from bot.slack.publisher import AnswerStream
 
@@ -260,3 +356,4 @@ class NativeAnswerStream:
         self._classic = AnswerStream.adopt(
             self.p, self.team_id, self.channel, self.thread_ts, ts=self.ts, state=self._state
         )
+        self._adopted = True

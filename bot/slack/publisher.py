@@ -31,7 +31,13 @@ log = structlog.get_logger(__name__)
 
 # chat.update refusals that mean "post a new message instead" (the answer must not be lost).
 REPOST_ERRORS = frozenset(
-    {"msg_too_long", "edit_window_closed", "cant_update_message", "message_not_found"}
+    {
+        "msg_too_long",
+        "edit_window_closed",
+        "cant_update_message",
+        "message_not_found",
+        "streaming_state_conflict",  # an adopted native stream Slack still thinks is open
+    }
 )
 TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
@@ -39,6 +45,9 @@ TRANSIENT_ERRORS = frozenset(
 MAX_ATTEMPTS = 5  # transient failures (5xx, timeouts) of one write; 429s are not counted
 RELIABLE_DEADLINE = 180.0  # seconds a write that must happen keeps waiting out 429s
 FIRST_TEXT_FACTOR = 0.25
+# Share of the final-edit reserve the first words must leave: none. They still never go before
+# a final edit already waiting for the bucket (try_take refuses while one waits).
+FIRST_TEXT_RESERVE = 0.0
 BACKOFF_BASE = 0.5
 
 
@@ -193,6 +202,7 @@ class AnswerStream:
         self._desired: list[Payload] = []
         self._final = False
         self._dirty = asyncio.Event()
+        self._wake = asyncio.Event()  # ends a wait for budget early: first text, or the end
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self._text_shown = False
@@ -249,6 +259,8 @@ class AnswerStream:
         """The state changed; cheap, never waits, the flusher renders and paces it."""
         if not self._final:
             self._dirty.set()
+            if self._state.text and not self._text_shown:
+                self._wake.set()  # a waiting activity edit becomes a first-words edit
 
     async def finish(self) -> None:
         """Deliver the final render for sure (after every intermediate edit has settled).
@@ -258,6 +270,7 @@ class AnswerStream:
         """
         self._final = True
         self._dirty.set()
+        self._wake.set()
         if self._flusher is not None:
             try:
                 await self._flusher
@@ -332,28 +345,49 @@ class AnswerStream:
             await self._wait_for_interval()
             final = self._final
             self._desired = list(render_answer(self._state))
-            if self._state.text:
-                self._text_shown = True
+            carries_text = bool(self._state.text)
             for index in self._pending():
                 if final:
                     await self._send(index, reliable=True)
                 elif not await self._send(index, reliable=False):
                     self._dirty.set()  # budget says not now; the next round carries newer text
-                    await asyncio.sleep(
-                        min(max(self.edits.wait_hint(self.p.budgets.edit_reserve), 0.05), 5.0)
-                    )
+                    await self._wait_for_budget()
                     break
+            else:
+                self._text_shown = self._text_shown or carries_text
             if final and not self._pending():
                 await self._drop_extras()
                 return
             if self._final:
                 self._dirty.set()
 
+    async def _wait_for_budget(self) -> None:
+        """After a refusal: until the bucket could say yes, or sooner if the edit became more
+        urgent (its first words arrived, or the answer is complete)."""
+        hint = min(max(self.edits.wait_hint(self._edit_reserve()), 0.05), 5.0)
+        self._wake.clear()  # the refused render was the newest state: older wake-ups are stale
+        if self._final:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=hint)
+
+    def _edit_reserve(self) -> float:
+        """Tokens an intermediate edit must leave in the workspace bucket.
+
+        Final edits leave none (they wait their turn); neither does the first edit showing answer
+        text. Under load the budget then goes to first words and final answers, and progress
+        edits in between are what gets thinned out.
+        """
+        reserve = self.p.budgets.edit_reserve
+        if self._state.text and not self._text_shown:
+            return reserve * FIRST_TEXT_RESERVE
+        return reserve
+
     async def _send(self, index: int, *, reliable: bool) -> bool:
         payload = self._desired[index]
         if index >= len(self.sent):
             return await self._post(payload, reliable=reliable)
-        if not reliable and not self.edits.try_take(self.p.budgets.edit_reserve):
+        if not reliable and not self.edits.try_take(self._edit_reserve()):
             return False
         args = {"channel": self.channel, "ts": self.sent[index].ts, **_payload_args(payload)}
         try:

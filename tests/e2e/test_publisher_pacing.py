@@ -138,3 +138,55 @@ async def test_two_concurrent_answers_share_one_workspace_budget_without_429(
         assert len(updates) <= 3 + 1 + (updates[-1] - updates[0]) * 1.0
     finally:
         await bot.stop()
+
+
+async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
+    slack: Any,
+) -> None:
+    """With the workspace budget low, progress-only edits wait; the first answer text goes now.
+
+    The bucket refills once a minute here, so a progress edit refused for budget would sleep
+    for seconds; the first words must not sleep with it.
+    """
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.budget import TokenBucket
+    from bot.slack.publisher import AnswerStream, Publisher
+    from bot.state import Activity, ActivityKind
+
+    class WatchedBucket(TokenBucket):
+        refused = 0
+
+        def try_take(self, reserve: float = 0.0) -> bool:
+            ok = super().try_take(reserve)
+            WatchedBucket.refused += not ok
+            return ok
+
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    budgets = Budgets(edits_per_minute=1, edit_burst=3, final_reserve=0.5)  # reserve 1.5
+    budgets._edits[slack.workspace.team_id] = WatchedBucket(1 / 60, 3)
+    publisher = Publisher(client, budgets, min_interval=0.01)
+    thread = await slack.user_says(user=ALICE, text="How do refunds work?", channel="D0FIRST")
+    stream = AnswerStream(publisher, slack.workspace.team_id, "D0FIRST", thread.ts)
+    state = AnswerState(question="How do refunds work?")
+    await stream.start(state)
+
+    def shown() -> str:
+        return next(m for m in slack.thread("D0FIRST", thread.ts) if m.is_bot).text
+
+    state.phase = Phase.WORKING
+    state.activity = Activity(ActivityKind.DELEGATING, agent="billing-agent")
+    stream.update()  # 3 tokens: sent, 2 left
+    await slack.wait_for(lambda: "billing" in shown(), timeout=5)
+    state.activity = Activity(ActivityKind.SEARCHING, agent="billing-agent", query="refunds")
+    stream.update()  # 2 tokens < 1 + reserve: refused, the flusher waits for budget
+    await slack.wait_for(lambda: WatchedBucket.refused == 1, timeout=5)
+    state.activity = None
+    state.phase = Phase.STREAMING
+    state.text = "Refunds are issued within 14 days."
+    stream.update()
+    await slack.wait_for(lambda: "14 days" in shown(), timeout=3)
+    assert len(slack.calls_to("chat.update")) == 2  # the refused progress edit was skipped
+    state.phase = Phase.DONE
+    await stream.finish()
+    assert "14 days" in shown()

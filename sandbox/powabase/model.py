@@ -6,6 +6,7 @@ only know what was uploaded, extracted and attached to a KB assigned to their ag
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -48,11 +49,18 @@ def retrieval_query(question: str, history: list[dict[str, str]]) -> str:
     return f"{earlier[-1]} {question}" if earlier else question
 
 
+@functools.lru_cache(maxsize=256)
+def _passages_of(source_name: str, text: str) -> tuple[Passage, ...]:
+    """Sources rarely change while questions stream in: split each version once (hundreds of
+    runs starting together would otherwise stall the stand-in's event loop for seconds)."""
+    return tuple(split_passages(source_name, text))
+
+
 def agent_passages(store: Store, agent: Agent) -> tuple[Passage, ...]:
     passages: list[Passage] = []
     for kb in store.kbs_of(agent.id):
         for source in store.sources_of(kb.id):
-            passages.extend(split_passages(source.filename or source.name, source.text))
+            passages.extend(_passages_of(source.filename or source.name, source.text))
     return tuple(passages)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -68,15 +69,32 @@ def bot_settings(slack: Any, powabase: Any, tmp_path: Path, **extra: Any) -> Any
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@pytest.fixture
-async def bot(slack: Any, powabase: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    """The production bot in Socket Mode, its only difference from production the base URLs."""
+@contextlib.asynccontextmanager
+async def running_bot(
+    slack: Any,
+    powabase: Any,
+    tmp_path: Path,
+    *,
+    store: Any = None,
+    budgets: Any = None,
+    **settings: Any,
+) -> AsyncIterator[Any]:
+    """The production bot in Socket Mode, connected to the stand-ins; stopped on the way out."""
     from bot.service import Powabot
 
-    instance = Powabot(bot_settings(slack, powabase, tmp_path))
+    instance = Powabot(
+        bot_settings(slack, powabase, tmp_path, **settings), store=store, budgets=budgets
+    )
     await instance.start()
-    await slack.wait_connected()
     try:
+        await slack.wait_connected()
         yield instance
     finally:
         await instance.stop()
+
+
+@pytest.fixture
+async def bot(slack: Any, powabase: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """The production bot in Socket Mode, its only difference from production the base URLs."""
+    async with running_bot(slack, powabase, tmp_path) as instance:
+        yield instance

@@ -16,7 +16,7 @@ from bot.slack.publisher import AnswerStream, Publisher
 from bot.state import AnswerState, Phase
 from bot.store import make_store
 from bot.store.base import SessionStore, ThreadKey
-from tests.conftest import bot_settings
+from tests.conftest import bot_settings, running_bot
 
 ALICE = "U0ALICE"
 
@@ -43,13 +43,8 @@ async def test_a_429_storm_longer_than_the_retry_count_still_delivers_the_final_
     """Twelve 429s in a row on chat.update: waited out, not counted as failures."""
     slack.inject("chat.update", status=429, headers={"Retry-After": "0"}, times=12)
     budgets = Budgets(edits_per_minute=1200)  # a 429 empties the bucket; refill fast here
-    bot = Powabot(bot_settings(slack, powabase, tmp_path), budgets=budgets)
-    await bot.start()
-    try:
-        await slack.wait_connected()
+    async with running_bot(slack, powabase, tmp_path, budgets=budgets) as bot:
         msg = await ask(slack, bot, "D0STORM", "What is the refund window for Pro annual?")
-    finally:
-        await bot.stop()
     assert sum(1 for c in slack.calls_to("chat.update") if c.status == 429) == 12
     (answer, *_trace) = bot_replies(slack, "D0STORM", msg.ts)
     assert answer.text == expected_text(powabase.runs[-1].answer)
@@ -103,16 +98,11 @@ async def test_a_session_store_outage_still_answers(
     slack: Any, powabase: Any, tmp_path: Path
 ) -> None:
     """Without the session table the question is still answered (in a fresh agent session)."""
-    settings = bot_settings(slack, powabase, tmp_path)
-    bot = Powabot(settings, store=BrokenSessions(make_store(settings)))
-    await bot.start()
-    try:
-        await slack.wait_connected()
+    store = BrokenSessions(make_store(bot_settings(slack, powabase, tmp_path)))
+    async with running_bot(slack, powabase, tmp_path, store=store) as bot:
         msg = await ask(slack, bot, "D0NOSTORE", "How do I create an API key?")
-        (answer, *_trace) = bot_replies(slack, "D0NOSTORE", msg.ts)
-        assert answer.text == expected_text(powabase.runs[-1].answer)
-    finally:
-        await bot.stop()
+    (answer, *_trace) = bot_replies(slack, "D0NOSTORE", msg.ts)
+    assert answer.text == expected_text(powabase.runs[-1].answer)
 
 
 async def test_a_run_past_the_overall_deadline_ends_with_a_timeout_notice(
@@ -120,16 +110,10 @@ async def test_a_run_past_the_overall_deadline_ends_with_a_timeout_notice(
 ) -> None:
     """Keepalives forever are not an answer: POWABOT_RUN_TIMEOUT ends the wait with a notice."""
     powabase.inject_run_fault("delay", delay=5.0)
-    settings = bot_settings(slack, powabase, tmp_path, POWABOT_RUN_TIMEOUT=0.5)
-    bot = Powabot(settings)
-    await bot.start()
-    try:
-        await slack.wait_connected()
+    async with running_bot(slack, powabase, tmp_path, POWABOT_RUN_TIMEOUT=0.5) as bot:
         msg = await ask(slack, bot, "D0LATE", "How do refunds work?")
-        (answer,) = bot_replies(slack, "D0LATE", msg.ts)
-        assert "took too long" in answer.text
-    finally:
-        await bot.stop()
+    (answer,) = bot_replies(slack, "D0LATE", msg.ts)
+    assert "took too long" in answer.text
 
 
 async def test_a_final_answer_shorter_than_the_shown_text_leaves_no_stale_message(

@@ -17,7 +17,7 @@ from bot.service import Powabot
 from bot.slack.budget import Budgets
 from bot.state import AnswerState, Phase
 from sandbox.slack import RateLimits, SlackStandin
-from tests.conftest import bot_settings
+from tests.conftest import bot_settings, running_bot
 
 ALICE = "U0ALICE"
 
@@ -81,17 +81,11 @@ async def test_stalled_stream_shows_still_working(
 ) -> None:
     """When Powabase goes quiet, the placeholder gently says it is still working."""
     powabase.inject_run_fault("delay", delay=1.5)
-    settings = bot_settings(slack, powabase, tmp_path, POWABOT_STALL_NOTICE_AFTER=0.3)
-    bot = Powabot(settings)
-    await bot.start()
-    try:
-        await slack.wait_connected()
+    async with running_bot(slack, powabase, tmp_path, POWABOT_STALL_NOTICE_AFTER=0.3) as bot:
         msg = await ask(slack, bot, "D0SLOW", "How do refunds work?")
-        answer = answer_message(slack, "D0SLOW", msg.ts)
-        assert any("still working" in text.lower() for _t, text in answer.edits)
-        assert "still working" not in answer.text.lower()
-    finally:
-        await bot.stop()
+    answer = answer_message(slack, "D0SLOW", msg.ts)
+    assert any("still working" in text.lower() for _t, text in answer.edits)
+    assert "still working" not in answer.text.lower()
 
 
 @pytest.fixture

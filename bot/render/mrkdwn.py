@@ -38,7 +38,7 @@ _md = (
 BULLETS = ("•", "◦", "▪")
 INDENT = "    "
 HR = "────────────"
-TABLE_CELL_CAP = 20  # columns are padded to at most this width; longer cells just run on
+TABLE_CELL_CAP = 32  # columns are padded to at most this width; longer cells just run on
 LINK_SCHEMES = ("http://", "https://", "mailto:")
 
 

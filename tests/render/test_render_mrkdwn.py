@@ -63,6 +63,17 @@ def test_table_becomes_aligned_monospace_block() -> None:
     )
 
 
+def test_table_with_long_headers_stays_aligned() -> None:
+    """Headers and cells of everyday length (a few words) line up with their separator."""
+    markdown = (
+        "| Plan and billing period | Full refund if requested within |\n|---|---|\n"
+        "| Pro, annual | 30 days |"
+    )
+    lines = to_mrkdwn(markdown).splitlines()[1:-1]
+    assert [line.index("|") for line in lines if "|" in line] == [24, 24]
+    assert lines[1].index("+") == 24
+
+
 def test_mixed_document() -> None:
     """Blocks are separated by one blank line and keep their order."""
     markdown = (

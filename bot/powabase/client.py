@@ -4,9 +4,10 @@ httpx-sse turns bytes into SSE frames; `parse_event` turns frames into typed eve
 httpx-sse exception is translated into the `UpstreamError` tree by `_upstream_error`, the one
 place where they can surface.
 
-A run that fails before its first event (a proxy's 429/502/503/504, a refused or reset
-connection) is retried with backoff: nothing has reached the user yet, so a second attempt cannot
-duplicate an answer. Once an event has been yielded the run is never retried.
+A run that fails before Powabase accepted it (a proxy's 429/502/503/504, a refused or reset
+connection) is retried with backoff. Once a 2xx answer arrived the run exists upstream (the
+question is in the session's history), so it is never sent again: a second attempt would ask it
+twice.
 """
 
 from __future__ import annotations
@@ -201,15 +202,15 @@ class PowabaseClient:
         with _translate_errors(path):
             while True:
                 attempt += 1
-                received = False
+                accepted = False
                 try:
                     async with aconnect_sse(self.http, "POST", path, json=body) as source:
                         response = source.response
                         if response.status_code >= 300:
                             raise self._status_error(response, await response.aread(), path)
+                        accepted = True
                         async with contextlib.aclosing(source.aiter_sse()) as frames:
                             async for sse in frames:
-                                received = True
                                 sse_name = sse.event if sse.event != "message" else None
                                 event = parse_event(sse_name, sse.data)
                                 yield event
@@ -224,7 +225,7 @@ class PowabaseClient:
                     delay = self._delay(attempt, exc.retry_after)
                     reason = f"http_{exc.error.status}"
                 except RETRYABLE_TRANSPORT_ERRORS as exc:
-                    if received:
+                    if accepted:
                         raise
                     if attempt >= self.attempts:
                         self._give_up(attempt, type(exc).__name__)

@@ -12,6 +12,7 @@ RunFaultKind = Literal[
     "error_event",
     "early_error",
     "drop",
+    "drop_at_start",
     "no_complete",
     "delay",
     "failed",

@@ -65,6 +65,12 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    if fault and fault.kind == "drop_at_start":  # the run was accepted, then the line went
+        record.status = "dropped"
+        record.done.set()
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     try:
         async with EventWriter(response, record, ctx.keepalive_interval) as writer:
             await _play(writer, ctx, record, orchestration, fault)

@@ -178,7 +178,8 @@ class PowabaseStandin:
         status / html_status: HTTP ``status`` before any stream, JSON `{"error": body}` / HTML page,
         with a `Retry-After: <retry_after>` header when given; early_error: HTTP 200 and only an
         `error` event; error_event: `error` after ``after_deltas`` final-answer deltas; drop: abort
-        the connection after ``after_deltas`` final deltas; no_complete: end cleanly after
+        the connection after ``after_deltas`` final deltas; drop_at_start: HTTP 200 and headers,
+        then the connection is cut before any event; no_complete: end cleanly after
         orchestration_completed; failed: `complete` with status "failed"; delay: ``delay`` seconds
         of silence (keepalives) before `start`; malformed_events: known events with fields of
         unexpected types (string `seq`, numeric `ts` on the final deltas, a non-numeric `step`

@@ -213,7 +213,7 @@ async def test_connection_refused_once_then_served(powabase: Any, refusing_port:
     assert isinstance(events[-1], CompleteEvent)
 
 
-# --- never after the first event -----------------------------------------------------------------
+# --- never once Powabase accepted the run -----------------------------------------------------
 
 
 async def test_stream_broken_after_events_is_not_retried(
@@ -226,6 +226,17 @@ async def test_stream_broken_after_events_is_not_retried(
         async for event in client_for(http, powabase).stream_run(QUESTION):
             seen.append(event)
     assert any(isinstance(e, StartEvent) for e in seen)
+    assert len(powabase.runs) == 1
+
+
+async def test_stream_cut_after_acceptance_is_not_asked_again(
+    powabase: Any, http: httpx.AsyncClient
+) -> None:
+    """A 200 then a cut line, before any event: the run exists upstream, so no second run."""
+    powabase.inject_run_fault("drop_at_start")
+    with pytest.raises(UpstreamStreamError):
+        async for _event in client_for(http, powabase).stream_run(QUESTION):
+            pass
     assert len(powabase.runs) == 1
 
 

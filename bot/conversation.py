@@ -161,8 +161,11 @@ class Answerer:
         watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
         cancelled = False
         try:
-            async with asyncio.timeout(self.run_timeout):
-                await self._run(q, state, stream, last_event)
+            if not q.text.strip():  # a file or an image alone: nothing to ask Powabase
+                state.fail(ErrorKind.NO_QUESTION, "message without text", self.clock())
+            else:
+                async with asyncio.timeout(self.run_timeout):
+                    await self._run(q, state, stream, last_event)
         except asyncio.CancelledError:
             cancelled = True
             state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())

@@ -45,6 +45,7 @@ class ErrorKind(enum.StrEnum):
     INTERRUPTED = "interrupted"  # stream broke off or ended without `complete`
     TIMEOUT = "timeout"  # Powabase went silent for too long
     SHUTDOWN = "shutdown"  # the bot is stopping with this answer in flight
+    NO_QUESTION = "no_question"  # the message had no text to ask (e.g. only a file)
     INTERNAL = "internal"  # a bug on our side
 
 

@@ -53,6 +53,10 @@ NOTICES: dict[ErrorKind, tuple[str, str]] = {
         "I'm restarting and couldn't finish this answer.",
         "Please ask again in a minute.",
     ),
+    ErrorKind.NO_QUESTION: (
+        "I can only read text for now, and this message had none.",
+        "Please type your question in words.",
+    ),
     ErrorKind.INTERNAL: (
         "Something went wrong on my side.",
         "Please ask again; if it keeps happening, contact the support team.",

@@ -289,3 +289,30 @@ async def test_a_mentioned_question_keeps_its_line_breaks(
     )
     sent = powabase.runs[-1].message
     assert sent == "My webhook fails with:\n```\nHTTP 401\ninvalid signature\n```\nwhy?"
+
+
+async def test_a_file_without_text_gets_a_gentle_reply_and_powabase_is_not_asked(
+    slack: Any, powabase: Any, bot: Powabot
+) -> None:
+    """A screenshot dropped into the DM with no words: the user is told to type the question."""
+    from sandbox.slack.store import StoredMessage
+
+    before = bot.answerer.finished
+    msg = slack.store.add(StoredMessage(channel=DM, ts=slack.store.next_ts(), text="", user=ALICE))
+    event = {
+        "type": "message",
+        "subtype": "file_share",
+        "user": ALICE,
+        "text": "",
+        "ts": msg.ts,
+        "event_ts": msg.ts,
+        "channel": DM,
+        "channel_type": "im",
+        "team": slack.workspace.team_id,
+        "files": [{"id": "F0SHOT", "name": "error.png", "mimetype": "image/png"}],
+    }
+    await slack.deliver(event)
+    await slack.wait_for(lambda: bot.answerer.finished > before)
+    (reply,) = bot_replies(slack, DM, msg.ts)
+    assert "type your question" in reply.text
+    assert powabase.runs == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,14 +120,28 @@ class Answerer:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.finished = 0  # answers that reached their final Slack state (tests wait on it)
 
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the current task as work in flight (shutdown waits for it); re-entrant."""
+        task = asyncio.current_task()
+        if task is None or task in self.in_flight:
+            yield
+            return
+        self.in_flight.add(task)
+        try:
+            yield
+        finally:
+            self.in_flight.discard(task)
+
     async def answer(self, q: Question) -> AnswerState | None:
         """Answer `q` in its thread unless this Slack event was already claimed."""
         structlog.contextvars.bind_contextvars(
             team=q.team_id, channel=q.channel_id, thread_ts=q.reply_thread_ts, event_id=q.event_id
         )
-        task = asyncio.current_task()
-        if task is not None:
-            self.in_flight.add(task)
+        with self.track():
+            return await self._answer_once(q)
+
+    async def _answer_once(self, q: Question) -> AnswerState | None:
         try:
             try:
                 first = await self.store.claim_event(q.event_id)
@@ -139,8 +153,6 @@ class Answerer:
                 return None
             return await self._answer(q)
         finally:
-            if task is not None:
-                self.in_flight.discard(task)
             structlog.contextvars.clear_contextvars()
 
     async def _answer(self, q: Question) -> AnswerState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -77,6 +78,7 @@ class Powabot:
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._stopping = False
         self.http_port: int | None = None
 
     async def start(self) -> None:
@@ -96,6 +98,7 @@ class Powabot:
             log.info("bot_started", mode="socket", api_url=self.settings.SLACK_API_URL)
         else:
             web_app = self.app.web_app(path="/slack/events")
+            web_app.middlewares.append(self._refuse_while_stopping)
             web_app.router.add_get("/healthz", self._healthz)
             self._runner = web.AppRunner(web_app)
             await self._runner.setup()
@@ -106,6 +109,15 @@ class Powabot:
             sockets = getattr(server, "sockets", None) or []
             self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.PORT
             log.info("bot_started", mode="http", port=self.http_port)
+
+    @web.middleware
+    async def _refuse_while_stopping(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """While stopping, Slack events get a 503 (Slack retries them, e.g. on another replica)."""
+        if self._stopping and request.path != "/healthz":
+            return web.Response(status=503, text="stopping")
+        return await handler(request)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         health = await self.store.health()
@@ -118,28 +130,34 @@ class Powabot:
         Answers still running after `grace` are cancelled: each then ends its reply with a
         "stopped" notice, which gets `final_grace` more seconds to reach Slack.
         """
-        pending = set(self.answerer.in_flight)
-        if pending:
-            log.info("draining_answers", count=len(pending))
-            _done, late = await asyncio.wait(pending, timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("answers_cancelled_at_shutdown", count=len(late))
-                await asyncio.wait(late, timeout=final_grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.answerer.in_flight:
+            log.info("draining_answers", count=len(self.answerer.in_flight))
+        # Loop: an event accepted just before intake closed may join while we wait.
+        while self.answerer.in_flight and loop.time() < deadline:
+            await asyncio.wait(set(self.answerer.in_flight), timeout=deadline - loop.time())
+        late = set(self.answerer.in_flight)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("answers_cancelled_at_shutdown", count=len(late))
+            await asyncio.wait(late, timeout=final_grace)
         await self.publisher.settle(final_grace)
 
     async def stop(self) -> None:
         """Stop taking questions, let answers in flight finish, then close everything."""
+        self._stopping = True
         if self._socket is not None:
-            self._socket.client.auto_reconnect_enabled = False  # no new envelopes from here on
+            # Closing (not just disconnecting) also ends auto-reconnect for good; envelopes not
+            # yet acked stay with Slack, which redelivers them.
             with contextlib.suppress(Exception):
-                await self._socket.disconnect_async()
+                await self._socket.close_async()
         if self._site is not None:
             await self._site.stop()
+        # One turn of the loop: listeners Bolt already scheduled start and register themselves.
+        await asyncio.sleep(0)
         await self.drain()
-        if self._socket is not None:
-            await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.http.aclose()

@@ -65,8 +65,9 @@ def register(app: AsyncApp, answerer: Answerer) -> None:
     ) -> None:
         if is_from_a_bot(event, context.bot_user_id) or "user" not in event:
             return
-        text = strip_bot_mention(event.get("text", ""), context.bot_user_id)
-        await answerer.answer(_question(body, event, text or "Hello"))
+        with answerer.track():  # from here on, shutdown waits for this event
+            text = strip_bot_mention(event.get("text", ""), context.bot_user_id)
+            await answerer.answer(_question(body, event, text or "Hello"))
 
     @app.event("message")
     async def on_message(
@@ -76,21 +77,29 @@ def register(app: AsyncApp, answerer: Answerer) -> None:
             return
         if is_from_a_bot(event, context.bot_user_id):
             return
-        text = event.get("text", "")
-        if event.get("channel_type") == "im":
-            await answerer.answer(_question(body, event, strip_bot_mention(text, None)))
-            return
-        thread_ts = event.get("thread_ts")
-        if not thread_ts:
-            return  # top-level channel chatter is not for us unless it mentions the bot
-        if context.bot_user_id and f"<@{context.bot_user_id}" in text:
-            return  # the app_mention listener answers this one
-        q = _question(body, event, strip_bot_mention(text, context.bot_user_id))
-        try:
-            known = await answerer.store.get_session(q.key) is not None
-        except StoreError as exc:  # cannot tell; staying out of a stranger's thread is safer
-            log.error("thread_lookup_failed", error=str(exc))
-            return
-        if not known:
-            return  # someone else's thread, or a thread this user never asked us in
-        await answerer.answer(q)
+        with answerer.track():  # from here on, shutdown waits for this event
+            await _on_user_message(answerer, body, event, context.bot_user_id)
+
+
+async def _on_user_message(
+    answerer: Answerer, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None
+) -> None:
+    """A human's message: a DM, or maybe a follow-up in a thread they started with us."""
+    text = event.get("text", "")
+    if event.get("channel_type") == "im":
+        await answerer.answer(_question(body, event, strip_bot_mention(text, None)))
+        return
+    thread_ts = event.get("thread_ts")
+    if not thread_ts:
+        return  # top-level channel chatter is not for us unless it mentions the bot
+    if bot_user_id and f"<@{bot_user_id}" in text:
+        return  # the app_mention listener answers this one
+    q = _question(body, event, strip_bot_mention(text, bot_user_id))
+    try:
+        known = await answerer.store.get_session(q.key) is not None
+    except StoreError as exc:  # cannot tell; staying out of a stranger's thread is safer
+        log.error("thread_lookup_failed", error=str(exc))
+        return
+    if not known:
+        return  # someone else's thread, or a thread this user never asked us in
+    await answerer.answer(q)

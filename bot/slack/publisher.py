@@ -170,12 +170,14 @@ class Publisher:
         A 429 storm is waited out (the bucket is paused for Retry-After) until the deadline;
         only transient failures count against MAX_ATTEMPTS.
         """
-        give_up = time.monotonic() + self.reliable_deadline
+        give_up: float | None = None  # counted from our turn, not from queueing for the bucket
         failures = 0
         while True:
             if take:
                 await bucket.take()
             take = True
+            if give_up is None:
+                give_up = time.monotonic() + self.reliable_deadline
             try:
                 return await self.call(method, bucket, **args)
             except _RateLimited as exc:
@@ -203,6 +205,7 @@ class AnswerStream:
         self._final = False
         self._dirty = asyncio.Event()
         self._wake = asyncio.Event()  # ends a wait for budget early: first text, or the end
+        self._refused_by: TokenBucket | None = None  # the bucket that last said "not now"
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self._text_shown = False
@@ -273,7 +276,8 @@ class AnswerStream:
         self._wake.set()
         if self._flusher is not None:
             try:
-                await self._flusher
+                # Shielded: a shutdown cancelling this answer must not cancel its final edit.
+                await asyncio.shield(self._flusher)
                 return
             except SlackDeliveryError:
                 raise
@@ -364,7 +368,9 @@ class AnswerStream:
     async def _wait_for_budget(self) -> None:
         """After a refusal: until the bucket could say yes, or sooner if the edit became more
         urgent (its first words arrived, or the answer is complete)."""
-        hint = min(max(self.edits.wait_hint(self._edit_reserve()), 0.05), 5.0)
+        bucket = self._refused_by or self.edits
+        reserve = self._edit_reserve() if bucket is self.edits else 0.0
+        hint = min(max(bucket.wait_hint(reserve), 0.05), 5.0)
         self._wake.clear()  # the refused render was the newest state: older wake-ups are stale
         if self._final:
             return
@@ -388,6 +394,7 @@ class AnswerStream:
         if index >= len(self.sent):
             return await self._post(payload, reliable=reliable)
         if not reliable and not self.edits.try_take(self._edit_reserve()):
+            self._refused_by = self.edits
             return False
         args = {"channel": self.channel, "ts": self.sent[index].ts, **_payload_args(payload)}
         try:
@@ -397,6 +404,7 @@ class AnswerStream:
                 await self.p.call("chat.update", self.edits, **args)
         except (_RateLimited, _Transient):
             self._last_edit = time.monotonic()  # only intermediate edits get here: pace retries
+            self._refused_by = self.edits
             return False
         except SlackDeliveryError as exc:
             if exc.error not in REPOST_ERRORS:
@@ -404,6 +412,7 @@ class AnswerStream:
                     raise
                 log.warning("slack_edit_failed", error=exc.error)
                 self._last_edit = time.monotonic()
+                self._refused_by = self.edits
                 return False
             log.info("slack_edit_refused_posting_instead", error=exc.error)
             data = await self.p.call_reliably(
@@ -426,11 +435,13 @@ class AnswerStream:
         if reliable:
             data = await self.p.call_reliably("chat.postMessage", self.posts, **args)
         else:
+            self._refused_by = self.posts
             if not self.posts.try_take():
                 return False
             try:
                 data = await self.p.call("chat.postMessage", self.posts, **args)
             except (_RateLimited, _Transient):
+                self._last_edit = time.monotonic()
                 return False
             except SlackDeliveryError as exc:  # the final post will try again, reliably
                 log.warning("slack_post_failed", error=exc.error)

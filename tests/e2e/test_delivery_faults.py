@@ -3,6 +3,7 @@ that never ends, a final answer shorter than what was shown, and a shutdown mid-
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.errors import StoreError
 from bot.render import render_answer
 from bot.service import Powabot
-from bot.slack.budget import Budgets
+from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.publisher import AnswerStream, Publisher
 from bot.state import AnswerState, Phase
 from bot.store import make_store
@@ -26,9 +27,14 @@ def expected_text(answer: str) -> str:
     return message.text
 
 
-async def ask(slack: Any, bot: Powabot, channel: str, text: str) -> Any:
+async def ask(slack: Any, bot: Powabot, channel: str, text: str, *, mention: bool = False) -> Any:
     before = bot.answerer.finished
-    msg = await slack.user_says(user=ALICE, text=text, channel=channel)
+    if mention:
+        msg = await slack.user_says(
+            user=ALICE, text=text, channel=channel, channel_type="channel", mention=True
+        )
+    else:
+        msg = await slack.user_says(user=ALICE, text=text, channel=channel)
     await slack.wait_for(lambda: bot.answerer.finished > before, timeout=30)
     return msg
 
@@ -153,3 +159,80 @@ async def test_stopping_the_bot_lets_an_answer_in_flight_finish(
     (answer, *_trace) = bot_replies(slack, "D0STOP", msg.ts)
     assert answer.text == expected_text(powabase.runs[-1].answer)
     assert bot.answerer.finished == 1
+
+
+async def test_a_shutdown_cancelling_an_answer_mid_final_edit_still_delivers_it(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """Drain's grace runs out while the final edit waits out a 429: the edit still lands."""
+    async with running_bot(slack, powabase, tmp_path) as bot:
+        msg = await slack.user_says(user=ALICE, text="Which plans include SSO?", channel="D0LATE2")
+        await slack.wait_for(lambda: bool(powabase.runs) and powabase.runs[-1].t_complete)
+        done_at = powabase.runs[-1].t_complete
+        slack.inject("chat.update", status=429, headers={"Retry-After": "1"}, times=2)
+        await slack.wait_for(
+            lambda: any(c.status == 429 and c.t > done_at for c in slack.calls_to("chat.update"))
+        )
+        await bot.drain(grace=0.0, final_grace=10.0)  # cancels the answer task at once
+    (answer, *_trace) = bot_replies(slack, "D0LATE2", msg.ts)
+    assert answer.text == expected_text(powabase.runs[-1].answer)
+
+
+class GatedLookups:
+    """A store whose thread lookups wait for a gate: a follow-up is accepted but not yet
+    answering when shutdown begins."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.gated = False
+        self.waiting = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_session(self, key: ThreadKey) -> Any:
+        if self.gated:
+            self.waiting.set()
+            await self.gate.wait()
+        return await self.inner.get_session(key)
+
+
+async def test_a_follow_up_accepted_just_before_shutdown_is_still_answered(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """stop() waits for an event whose listener had not reached the answering step yet."""
+    store = GatedLookups(make_store(bot_settings(slack, powabase, tmp_path)))
+    async with running_bot(slack, powabase, tmp_path, store=store) as bot:
+        first = await ask(slack, bot, "C0SUPPORT", "How do I rotate an API key?", mention=True)
+        store.gated = True
+        await slack.user_says(
+            user=ALICE, text="And the old one?", channel="C0SUPPORT", channel_type="channel",
+            thread_ts=first.ts,
+        )  # fmt: skip
+        await store.waiting.wait()
+        stopping = asyncio.create_task(bot.stop())
+        await slack.wait_for(lambda: slack.hub.num_connections == 0)  # intake closed
+        store.gate.set()
+        await stopping
+    replies = bot_replies(slack, "C0SUPPORT", first.ts)
+    assert len(powabase.runs) == 2
+    assert any(r.text == expected_text(powabase.runs[-1].answer) for r in replies)
+
+
+async def test_the_final_write_deadline_counts_from_its_turn_not_from_the_queue(
+    slack: Any,
+) -> None:
+    """Three final posts queued behind a slow bucket each meet a 429; none is given up."""
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, reliable_deadline=0.3)
+    bucket = TokenBucket(rate=4.0, capacity=1)  # a turn every 0.25 s
+    slack.inject("chat.postMessage", status=429, headers={"Retry-After": "0"}, times=3)
+    await asyncio.gather(
+        *(
+            publisher.call_reliably("chat.postMessage", bucket, channel="D0Q", text=f"final {i}")
+            for i in range(3)
+        )
+    )
+    assert sorted(m.text for m in slack.bot_messages("D0Q")) == ["final 0", "final 1", "final 2"]

@@ -6,6 +6,7 @@ from bot.slack.budget import MAX_IDLE_BUCKETS, Budgets
 
 
 def test_a_long_running_bot_forgets_idle_channel_buckets_but_keeps_a_paused_one() -> None:
+    """Memory stays bounded over many channels; a bucket Slack paused keeps its pause."""
     budgets = Budgets()
     paused = budgets.posts("C0HOT")
     paused.pause(60)  # Slack said 429 here: forgetting it would lift the pause

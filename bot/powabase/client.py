@@ -4,7 +4,7 @@ httpx-sse turns bytes into SSE frames; `parse_event` turns frames into typed eve
 httpx-sse exception is translated into the `UpstreamError` tree by `_upstream_error`, the one
 place where they can surface.
 
-A run that fails before Powabase accepted it (a proxy's 429/502/503/504, a refused or reset
+A run that fails before Powabase accepted it (a proxy's 429/502/503, a refused or reset
 connection) is retried with backoff. Once a 2xx answer arrived the run exists upstream (the
 question is in the session's history), so it is never sent again: a second attempt would ask it
 twice.
@@ -37,8 +37,9 @@ from bot.powabase.events import CompleteEvent, ErrorEvent, StreamEvent, parse_ev
 log = structlog.get_logger(__name__)
 
 BODY_EXCERPT = 300
-# Answers a reverse proxy (or an overloaded backend) gives before a run starts; worth a retry.
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# Answers a reverse proxy (or an overloaded backend) gives when the question never got through;
+# worth a retry. Not 504: the proxy forwarded it and stopped waiting, so the run may exist.
+RETRYABLE_STATUSES = frozenset({429, 502, 503})
 # Statuses whose `Retry-After` header we honour (RFC 9110 §10.2.3, RFC 6585 §4).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 # Failures that happen before the server could have sent anything back (refused, reset, no
@@ -148,7 +149,7 @@ def _excerpt(body: bytes) -> str:
 
 
 class _RetryableStatus(Exception):
-    """A 429/502/503/504 before the stream started; carries the error to raise on giving up."""
+    """A 429/502/503 before the stream started; carries the error to raise on giving up."""
 
     def __init__(self, error: UpstreamStatusError, retry_after: float | None) -> None:
         super().__init__(str(error))

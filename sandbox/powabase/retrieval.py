@@ -114,12 +114,16 @@ def split_passages(source_name: str, text: str) -> list[Passage]:
         sections = [("", 0, [p]) for p in re.split(r"\n\s*\n", text)]
     passages = []
     file_words = tokenize(source_name.rsplit(".", 1)[0])
+    # Every section of "REST API setup guide" is about the REST API: the title counts for all.
+    title = next((heading for heading, level, _lines in sections if level == 1), "")
+    title_words = tokenize(title)
     for heading, level, lines in sections:
         body = "\n".join(lines).strip()
         if not body:
             continue
         heading_words = tokenize(heading) * (2 if level > 1 else 1)
-        tokens = tuple(heading_words + file_words + tokenize(body))
+        context = file_words + (title_words if level > 1 else [])
+        tokens = tuple(heading_words + context + tokenize(body))
         # A document's introduction is an overview: it should not outrank the section itself.
         weight = INTRO_WEIGHT if level == 1 and len(sections) > 2 else 1.0
         passages.append(Passage(source_name, heading, body, tokens, weight))

@@ -4,6 +4,11 @@ Used for DMs when POWABOT_NATIVE_STREAMING is on. What the coordinator is doing 
 cards (`task_update` chunks); the answer text is appended as Markdown, which Slack renders itself.
 Appends do not spend the Tier-3 `chat.update` budget.
 
+Slack limits each streaming method separately, per workspace: appendStream is Tier 4,
+startStream and stopStream Tier 2. Each gets a bucket of its own (about 10 % under Slack's
+figure, like the other budgets), so a burst of answers finishing together waits for stopStream
+tokens, and a 429 on stopStream pauses stopStream only: everyone else's appends carry on.
+
 Intermediate appends never wait in line: when the workspace append budget is empty, or Slack
 answers 429 / `ratelimited`, the flusher sleeps until the next token (or for `Retry-After`), and
 after a 5xx it backs off; the next append then carries everything that piled up meanwhile.
@@ -37,8 +42,12 @@ log = structlog.get_logger(__name__)
 # The stream is gone (or was never really open): stopping it again is pointless.
 NOT_STREAMING = "message_not_in_streaming_state"
 MAX_APPEND = 11_000  # markdown_text is capped at 12,000 characters per call
-APPENDS_PER_SECOND = 100 / 60  # Tier 4, per workspace
-APPEND_BURST = 20.0
+APPENDS_PER_SECOND = 90 / 60  # Tier 4 ("100+ per minute"), per workspace
+APPEND_BURST = 16.0
+STARTS_PER_SECOND = 18 / 60  # Tier 2 ("20+ per minute"), per workspace
+START_BURST = 3.0
+STOPS_PER_SECOND = 18 / 60  # Tier 2 ("20+ per minute"), per workspace
+STOP_BURST = 3.0
 MIN_WAIT = 0.05  # shortest pause after a refused intermediate append
 RETRY_BASE = 0.5  # first backoff after a transient failure (5xx, timeout); doubles each time
 RETRY_MAX = 8.0
@@ -98,6 +107,14 @@ class NativeAnswerStream:
     def appends(self) -> TokenBucket:
         return self.p.budgets.bucket(f"append:{self.team_id}", APPENDS_PER_SECOND, APPEND_BURST)
 
+    @property
+    def starts(self) -> TokenBucket:
+        return self.p.budgets.bucket(f"start:{self.team_id}", STARTS_PER_SECOND, START_BURST)
+
+    @property
+    def stops(self) -> TokenBucket:
+        return self.p.budgets.bucket(f"stop:{self.team_id}", STOPS_PER_SECOND, STOP_BURST)
+
     def _recipient(self) -> dict[str, Any]:
         if self.in_dm:
             return {}
@@ -109,7 +126,7 @@ class NativeAnswerStream:
         try:
             data = await self.p.call_reliably(
                 "chat.startStream",
-                self.appends,
+                self.starts,
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 chunks=[self._task("status", title, "in_progress")],
@@ -143,6 +160,16 @@ class NativeAnswerStream:
             self._dirty.set()
 
     async def finish(self) -> None:
+        """Deliver the final answer for sure, even when `start()` failed.
+
+        The caller answers anyway after a failed `start()` and counts on this to deliver: when
+        no stream was opened and no classic stream took over, the final render is posted.
+        """
+        if self._classic is None and self._flusher is None:
+            self._final = True
+            log.warning("native_stream_never_opened", posting_instead=True)
+            await self._post_fresh()
+            return
         if self._classic is None:
             self._final = True
             self._finishing.set()
@@ -155,8 +182,6 @@ class NativeAnswerStream:
     async def _finish_classic(self) -> None:
         """The classic stream delivers the final answer; an adopted message it cannot edit
         (Slack still holds it as streaming) gets the answer posted below it instead."""
-        from bot.slack.publisher import AnswerStream
-
         classic = self._classic
         assert classic is not None
         try:
@@ -165,17 +190,23 @@ class NativeAnswerStream:
             if not self._adopted:
                 raise
             log.warning("native_adopted_message_not_editable", error=exc.error)
-            fresh = AnswerStream(self.p, self.team_id, self.channel, self.thread_ts)
-            self._classic, self._adopted = fresh, False
-            try:
-                await fresh.start(self._state)
-                await fresh.finish()
-            finally:
-                self.calls += fresh.calls
-                fresh.calls = 0
+            await self._post_fresh()
         finally:
             self.calls += classic.calls
             classic.calls = 0
+
+    async def _post_fresh(self) -> None:
+        """Post the final render as new classic messages in the thread."""
+        from bot.slack.publisher import AnswerStream
+
+        fresh = AnswerStream(self.p, self.team_id, self.channel, self.thread_ts)
+        self._classic, self._adopted = fresh, False
+        try:
+            await fresh.start(self._state)
+            await fresh.finish()
+        finally:
+            self.calls += fresh.calls
+            fresh.calls = 0
 
     async def post_below(self, payloads: Sequence[Payload]) -> None:
         from bot.slack.publisher import _payload_args
@@ -310,7 +341,7 @@ class NativeAnswerStream:
         closing = self._closing_text()
         if closing:
             args["markdown_text"] = f"\n\n{closing}" if self._streamed.strip() else closing
-        await self.p.call_reliably("chat.stopStream", self.appends, **args)
+        await self.p.call_reliably("chat.stopStream", self.stops, **args)
         self.calls += 1
         self._streaming = False
         if not exact and full.strip():
@@ -338,7 +369,7 @@ class NativeAnswerStream:
         """Stop the stream so its message can be edited; a refusal is logged, not raised."""
         try:
             await self.p.call_reliably(
-                "chat.stopStream", self.appends, channel=self.channel, ts=self.ts
+                "chat.stopStream", self.stops, channel=self.channel, ts=self.ts
             )
         except SlackDeliveryError as exc:
             if exc.error != NOT_STREAMING:

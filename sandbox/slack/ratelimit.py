@@ -1,13 +1,16 @@
 """Token buckets that model the Slack rate limits the bot must design around.
 
-Buckets exist for three methods:
+Buckets exist for five methods, each method with buckets of its own (Slack counts every
+method separately):
 
 - ``chat.postMessage``: per channel (about 1 per second, short bursts tolerated).
 - ``chat.update``: per workspace (Tier 3, about 50 per minute, shared by every message).
-- ``chat.appendStream``: per workspace, its own bucket (Tier 4, "100+ per minute"); set
-  ``append_per_minute_per_workspace=None`` to leave it unlimited.
+- ``chat.appendStream``: per workspace (Tier 4, "100+ per minute").
+- ``chat.startStream`` and ``chat.stopStream``: per workspace, one bucket each (Tier 2,
+  "20+ per minute").
 
-Every other method (including ``chat.startStream`` / ``chat.stopStream``) is not limited.
+Set a streaming method's ``*_per_minute_per_workspace`` to ``None`` to leave it unlimited.
+Every other method is not limited.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class RateLimits:
     post_burst: int = 3
     append_per_minute_per_workspace: float | None = 100
     append_burst: int = 20
+    start_per_minute_per_workspace: float | None = 20
+    start_burst: int = 4
+    stop_per_minute_per_workspace: float | None = 20
+    stop_burst: int = 4
 
     @staticmethod
     def retry_after(wait_seconds: float) -> int:
@@ -80,8 +87,14 @@ class RateLimiter:
         if method == "chat.postMessage":
             channel = str(args.get("channel", ""))
             return channel, limits.post_per_second_per_channel, limits.post_burst
-        if method == "chat.appendStream" and limits.append_per_minute_per_workspace is not None:
-            return "workspace", limits.append_per_minute_per_workspace / 60, limits.append_burst
+        streaming = {
+            "chat.appendStream": (limits.append_per_minute_per_workspace, limits.append_burst),
+            "chat.startStream": (limits.start_per_minute_per_workspace, limits.start_burst),
+            "chat.stopStream": (limits.stop_per_minute_per_workspace, limits.stop_burst),
+        }
+        per_minute, burst = streaming.get(method, (None, 0))
+        if per_minute is not None:
+            return "workspace", per_minute / 60, burst
         return None
 
     def check(self, method: str, args: Mapping[str, Any]) -> int | None:

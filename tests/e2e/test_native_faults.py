@@ -7,7 +7,11 @@ the Slack stand-in over a real socket, then checks what the user ends up seeing 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -18,7 +22,8 @@ from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.native import RETRY_BASE, NativeAnswerStream
 from bot.slack.publisher import Publisher
 from bot.state import Activity, ActivityKind, AnswerState, Phase
-from sandbox.slack import ApiCall, SlackStandin, StoredMessage
+from sandbox.slack import ApiCall, RateLimits, SlackStandin, StoredMessage
+from tests.conftest import running_bot
 
 ALICE = "U0ALICE"
 ANSWER = "The refund window for an annual Pro plan is 30 days from the purchase date."
@@ -43,22 +48,30 @@ class CountingBucket(TokenBucket):
 
 @dataclass
 class SpyBudgets(Budgets):
-    """Budgets whose named buckets (chat.appendStream) count refusals; rate/capacity overridable."""
+    """Budgets whose named buckets (chat.*Stream) count refusals.
 
-    other_rate: float | None = None
-    other_capacity: float | None = None
+    The append bucket's rate and capacity can be overridden; `speedup` refills every named
+    bucket that many times faster (bursts unchanged), to match a stand-in sped up alike.
+    """
+
+    append_rate: float | None = None
+    append_capacity: float | None = None
+    speedup: float = 1.0
     counting: dict[str, CountingBucket] = field(default_factory=dict)
 
     def bucket(self, name: str, rate: float, capacity: float) -> TokenBucket:
         found = self.counting.get(name)
         if found is None:
-            found = CountingBucket(self.other_rate or rate, self.other_capacity or capacity)
+            if name.startswith("append:"):
+                rate = self.append_rate or rate
+                capacity = self.append_capacity or capacity
+            found = CountingBucket(rate * self.speedup, capacity)
             self.counting[name] = found
         return found
 
     @property
     def appends(self) -> CountingBucket:
-        (bucket,) = self.counting.values()
+        (bucket,) = [b for name, b in self.counting.items() if name.startswith("append:")]
         return bucket
 
 
@@ -132,7 +145,7 @@ def expected(state: AnswerState) -> str:
 
 async def test_an_empty_append_budget_is_waited_for_not_spun_on(slack: SlackStandin) -> None:
     """With the workspace append budget empty, the stream waits for the next token (no spin)."""
-    budgets = SpyBudgets(other_rate=5.0, other_capacity=1.0)  # one append per 0.2 s, no burst
+    budgets = SpyBudgets(append_rate=5.0, append_capacity=1.0)  # one append per 0.2 s, no burst
     answer = await open_answer(slack, "D0BUDGET", budgets)
     words = ANSWER.split(" ")
     for end in (4, 8, 12):
@@ -257,3 +270,83 @@ async def test_a_trailing_whitespace_difference_costs_no_extra_call(
     assert all(t.strip() for c in appends(slack) for t in appended_texts(c))
     assert answer.message.text.rstrip() == final.rstrip()
     assert answer.message.stream_state == "stopped"
+
+
+async def test_answers_finishing_together_do_not_hold_up_other_answers_appends() -> None:
+    """Answers finishing at once queue on their own stopStream (Tier 2) budget: Slack never
+    answers 429, and an answer still streaming keeps getting its text out meanwhile."""
+    speedup = 10.0  # Slack's limits and the bot's budgets both run ten times faster
+    tiers = RateLimits()
+    limits = RateLimits(
+        append_per_minute_per_workspace=(tiers.append_per_minute_per_workspace or 0) * speedup,
+        start_per_minute_per_workspace=(tiers.start_per_minute_per_workspace or 0) * speedup,
+        stop_per_minute_per_workspace=(tiers.stop_per_minute_per_workspace or 0) * speedup,
+    )
+    budgets = SpyBudgets(speedup=speedup)
+    async with SlackStandin(rate_limits=limits) as slack:
+        # More answers finish together than Slack's stopStream burst allows at once.
+        finishing = [
+            await open_answer(slack, f"D0DONE{i}", budgets) for i in range(tiers.stop_burst + 1)
+        ]
+        streaming = await open_answer(slack, "D0STILL", budgets)
+        for answer in [*finishing, streaming]:
+            await answer.say("The refund window for an annual Pro plan ")
+        done = [asyncio.create_task(answer.done(ANSWER)) for answer in finishing]
+        await slack.wait_for(lambda: len(slack.calls_to("chat.stopStream")) >= 2, timeout=5)
+        await streaming.say(ANSWER + " ")
+        appended = ok(appends(slack))[-1]
+        await asyncio.gather(*done)
+        await streaming.done(ANSWER)
+
+        assert slack.ratelimited_count == 0
+        assert [c.status for c in slack.calls if c.status != 200] == []
+        assert appended.args["channel"] == "D0STILL"
+        # The streaming answer's text went out while some answers still waited to stop.
+        stops = slack.calls_to("chat.stopStream")
+        finishing_stops = [c for c in stops if c.args["channel"] != "D0STILL"]
+        assert len(finishing_stops) == len(finishing)
+        assert appended.t < finishing_stops[-1].t
+        for answer in [*finishing, streaming]:
+            assert answer.message.text.rstrip() == ANSWER
+            assert answer.message.stream_state == "stopped"
+        assert slack.calls_to("chat.update") == []
+
+
+async def test_a_start_without_a_stream_still_posts_the_final_answer(slack: SlackStandin) -> None:
+    """startStream answering ok without a ts leaves no stream; finish() still posts the answer."""
+    slack.inject("chat.startStream", body={"ok": True})
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, Budgets(), min_interval=0.01, native_streaming=True)
+    question = "How long is the refund window?"
+    asked = await slack.user_says(user=ALICE, text=question, channel="D0BAD")
+    stream = publisher.open(
+        slack.workspace.team_id, "D0BAD", asked.ts, user_id=ALICE, channel_type="im"
+    )
+    state = AnswerState(question=question)
+    state.phase = Phase.WORKING
+    with contextlib.suppress(Exception):  # the conversation logs a failed start and answers on
+        await stream.start(state)
+    assert stream.ts is None
+    state.text, state.phase = ANSWER, Phase.DONE
+    stream.update()
+    await stream.finish()
+    replies = [m for m in slack.thread("D0BAD", asked.ts) if m.is_bot]
+    assert [m.text for m in replies] == [expected(state)]
+    assert all(m.stream_state != "streaming" for m in replies)
+
+
+async def test_a_dm_whose_stream_never_opened_still_gets_its_answer(
+    slack: SlackStandin, powabase: Any, tmp_path: Path
+) -> None:
+    """Through the whole bot: a malformed startStream answer still ends with the reply in the DM."""
+    slack.inject("chat.startStream", body={"ok": True})
+    async with running_bot(slack, powabase, tmp_path, POWABOT_NATIVE_STREAMING=True) as bot:
+        before = bot.answerer.finished
+        asked = await slack.user_says(
+            user=ALICE, text="What is the refund window for an annual Pro plan?", channel="D0BOT"
+        )
+        await slack.wait_for(lambda: bot.answerer.finished > before, timeout=20)
+    replies = [m for m in slack.thread("D0BOT", asked.ts) if m.is_bot]
+    answer_words = [w for w in powabase.runs[-1].answer.split() if w.isalpha()][:20]
+    assert answer_words and replies
+    assert all(w in replies[0].text for w in answer_words)

@@ -123,10 +123,16 @@ class NativeAnswerStream:
     async def start(self, state: AnswerState) -> str:
         self._state = state
         title = status_text(state)
+        if not self.starts.try_take():
+            # Many DMs at once: waiting for a stream slot would delay the placeholder by
+            # seconds. The classic post shows up at once (DMs are separate post buckets).
+            log.info("native_start_budget_empty")
+            return await self._fall_back(state)
         try:
             data = await self.p.call_reliably(
                 "chat.startStream",
                 self.starts,
+                take=False,
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 chunks=[self._task("status", title, "in_progress")],

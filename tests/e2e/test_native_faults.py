@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.render import render_answer, status_text
 from bot.render.answer import EMPTY_ANSWER
 from bot.slack.budget import Budgets, TokenBucket
-from bot.slack.native import RETRY_BASE, NativeAnswerStream
+from bot.slack.native import RETRY_BASE, START_BURST, NativeAnswerStream
 from bot.slack.publisher import Publisher
 from bot.state import Activity, ActivityKind, AnswerState, Phase
 from sandbox.slack import ApiCall, RateLimits, SlackStandin, StoredMessage
@@ -284,10 +284,16 @@ async def test_answers_finishing_together_do_not_hold_up_other_answers_appends()
     )
     budgets = SpyBudgets(speedup=speedup)
     async with SlackStandin(rate_limits=limits) as slack:
+
+        def start_slot_free() -> bool:  # else the answer would open as a classic message
+            return all(b.level >= 1 for n, b in budgets.counting.items() if n.startswith("start:"))
+
         # More answers finish together than Slack's stopStream burst allows at once.
-        finishing = [
-            await open_answer(slack, f"D0DONE{i}", budgets) for i in range(tiers.stop_burst + 1)
-        ]
+        finishing = []
+        for i in range(tiers.stop_burst + 1):
+            await slack.wait_for(start_slot_free, timeout=5)
+            finishing.append(await open_answer(slack, f"D0DONE{i}", budgets))
+        await slack.wait_for(start_slot_free, timeout=5)
         streaming = await open_answer(slack, "D0STILL", budgets)
         for answer in [*finishing, streaming]:
             await answer.say("The refund window for an annual Pro plan ")
@@ -350,3 +356,28 @@ async def test_a_dm_whose_stream_never_opened_still_gets_its_answer(
     answer_words = [w for w in powabase.runs[-1].answer.split() if w.isalpha()][:20]
     assert answer_words and replies
     assert all(w in replies[0].text for w in answer_words)
+
+
+async def test_a_burst_of_dms_beyond_the_stream_budget_gets_placeholders_at_once(
+    slack: SlackStandin,
+) -> None:
+    """More DMs at once than startStream's burst: the rest open as classic messages right away
+    instead of queueing for a stream slot, and every DM shows a reply."""
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, Budgets(), min_interval=0.01, native_streaming=True)
+    asked = [
+        await slack.user_says(user=ALICE, text="Refund window?", channel=f"D0BURST{i}")
+        for i in range(6)
+    ]
+    streams = [
+        publisher.open(slack.workspace.team_id, a.channel, a.ts, user_id=ALICE, channel_type="im")
+        for a in asked
+    ]
+    await asyncio.gather(*(s.start(AnswerState(question="Refund window?")) for s in streams))
+    for a in asked:
+        assert [m for m in slack.thread(a.channel, a.ts) if m.is_bot], a.channel
+    started = len(slack.calls_to("chat.startStream"))
+    assert started == int(START_BURST)  # the rest are classic posts
+    assert len(slack.calls_to("chat.postMessage")) == 6 - started
+    for s in streams:
+        await s.finish()

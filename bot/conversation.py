@@ -164,15 +164,16 @@ class Answerer:
             user_id=q.user_id,
             channel_type=q.channel_type,
         )
-        try:
-            await stream.start(state)
-        except Exception as exc:  # no placeholder: answer anyway, finish() posts the result
-            log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
-        log.info("answer_started")
         last_event = [self.clock()]
-        watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
+        watchdog: asyncio.Task[None] | None = None
         cancelled = False
         try:
+            try:
+                await stream.start(state)
+            except Exception as exc:  # no placeholder: answer anyway, finish() posts the result
+                log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
+            log.info("answer_started")
+            watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
             if not q.text.strip():  # a file or an image alone: nothing to ask Powabase
                 state.fail(ErrorKind.NO_QUESTION, "message without text", self.clock())
             else:
@@ -193,10 +194,18 @@ class Answerer:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
-        await self._finish(q, state, stream)
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+        # A shutdown cancelling us while the reply is being finished must not cut it short:
+        # the final edit, the trace and the store record still happen (drain bounds the wait).
+        finishing = asyncio.ensure_future(self._finish(q, state, stream))
+        try:
+            await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            cancelled = True
+            await finishing
         if cancelled:
             raise asyncio.CancelledError
         return state

@@ -97,6 +97,7 @@ class NativeAnswerStream:
         self._finishing = asyncio.Event()  # wakes the flusher from any pause
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._last = 0.0
         self._failures = 0  # transient failures of intermediate appends in a row
         self._streaming = False  # a stream was started and not yet known to be stopped
@@ -128,16 +129,20 @@ class NativeAnswerStream:
             # seconds. The classic post shows up at once (DMs are separate post buckets).
             log.info("native_start_budget_empty")
             return await self._fall_back(state)
-        try:
-            data = await self.p.call_reliably(
+        from bot.slack.publisher import _RateLimited, _Transient
+
+        try:  # one try: a 429 or 5xx here would otherwise hold the placeholder for seconds
+            data = await self.p.call(
                 "chat.startStream",
                 self.starts,
-                take=False,
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 chunks=[self._task("status", title, "in_progress")],
                 **self._recipient(),
             )
+        except (_RateLimited, _Transient) as exc:
+            log.info("native_start_unavailable", error=type(exc).__name__)
+            return await self._fall_back(state)
         except SlackDeliveryError as exc:
             log.info("native_streaming_refused", error=exc.error)
             return await self._fall_back(state)
@@ -147,10 +152,8 @@ class NativeAnswerStream:
         self._task_title = title
         self._tasks["status"] = "in_progress"
         self._last = time.monotonic()
-        self._flusher = asyncio.create_task(self._flush_loop(), name=f"native-{self.thread_ts}")
         # Registered like the classic flushers, so shutdown lets a final stopStream through.
-        self.p.flushers.add(self._flusher)
-        self._flusher.add_done_callback(self.p.flushers.discard)
+        self._flusher = self.p.spawn_flusher(self)
         return self.ts
 
     async def _fall_back(self, state: AnswerState) -> str:
@@ -181,9 +184,31 @@ class NativeAnswerStream:
             self._finishing.set()
             self._dirty.set()
         if self._flusher is not None:
-            await self._flusher
+            try:
+                # Shielded: a shutdown cancelling this answer must not cancel its stopStream.
+                await asyncio.shield(self._flusher)
+            except asyncio.CancelledError:
+                self.orphaned = True  # the flusher finishes alone; its failure gets logged
+                raise
+            except SlackDeliveryError:
+                raise
+            except Exception:
+                log.exception("native_flusher_crashed")
+                if self._classic is None:
+                    await self._recover()
+                    return
         if self._classic is not None:
             await self._finish_classic()
+
+    async def _recover(self) -> None:
+        """After a crash mid-stream: stop the stream and finish classically, or post anew."""
+        if self._streaming and self.ts is not None:
+            await self._stop_quietly()
+        if self._streaming or self.ts is None:
+            await self._post_fresh()
+            return
+        self._adopt_classic()
+        await self._finish_classic()
 
     async def _finish_classic(self) -> None:
         """The classic stream delivers the final answer; an adopted message it cannot edit
@@ -367,7 +392,9 @@ class NativeAnswerStream:
         log.info("native_stream_lost", method=exc.method, error=exc.error)
         if exc.error == NOT_STREAMING:
             self._streaming = False
-        elif self._streaming and exc.method != "chat.stopStream":
+        elif self._streaming:
+            # Also after a refused stopStream: a bare stop (no closing text) may still go
+            # through, and an edit of a message Slack holds as streaming would fail.
             await self._stop_quietly()
         self._adopt_classic()
 

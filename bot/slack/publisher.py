@@ -116,11 +116,28 @@ class Publisher:
         self.reliable_deadline = reliable_deadline
         self.flushers: set[asyncio.Task[None]] = set()  # live answers' flushers (for shutdown)
 
-    def spawn_flusher(self, stream: AnswerStream) -> asyncio.Task[None]:
+    def spawn_flusher(self, stream: AnswerStream | NativeAnswerStream) -> asyncio.Task[None]:
+        """Run `stream`'s flush loop as a task shutdown can wait for (see `settle`)."""
         task = asyncio.create_task(stream._flush_loop(), name=f"flush-{stream.thread_ts}")
         self.flushers.add(task)
-        task.add_done_callback(self.flushers.discard)
+        task.add_done_callback(lambda done: self._flusher_done(done, stream))
         return task
+
+    def _flusher_done(
+        self, task: asyncio.Task[None], stream: AnswerStream | NativeAnswerStream
+    ) -> None:
+        """Forget the flusher; log its failure when nobody is left to hear it (an answer
+        cancelled at shutdown leaves its shielded flusher to finish alone)."""
+        self.flushers.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # also marks it retrieved: no "never retrieved" noise
+        if exc is not None and stream.orphaned:
+            log.error(
+                "answer_flusher_failed",
+                error_type=type(exc).__name__,
+                error=getattr(exc, "error", str(exc)),
+            )
 
     async def settle(self, grace: float) -> None:
         """Shutdown: give flushers still delivering a final edit up to `grace` seconds."""
@@ -206,6 +223,7 @@ class AnswerStream:
         self._dirty = asyncio.Event()
         self._wake = asyncio.Event()  # ends a wait for budget early: first text, or the end
         self._refused_by: TokenBucket | None = None  # the bucket that last said "not now"
+        self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self._text_shown = False
@@ -279,6 +297,9 @@ class AnswerStream:
                 # Shielded: a shutdown cancelling this answer must not cancel its final edit.
                 await asyncio.shield(self._flusher)
                 return
+            except asyncio.CancelledError:
+                self.orphaned = True  # the flusher finishes alone; its failure gets logged
+                raise
             except SlackDeliveryError:
                 raise
             except Exception:

@@ -174,8 +174,10 @@ async def test_a_shutdown_cancelling_an_answer_mid_final_edit_still_delivers_it(
             lambda: any(c.status == 429 and c.t > done_at for c in slack.calls_to("chat.update"))
         )
         await bot.drain(grace=0.0, final_grace=10.0)  # cancels the answer task at once
-    (answer, *_trace) = bot_replies(slack, "D0LATE2", msg.ts)
+        assert bot.answerer.finished == 1
+    (answer, *trace) = bot_replies(slack, "D0LATE2", msg.ts)
     assert answer.text == expected_text(powabase.runs[-1].answer)
+    assert trace, "the delegation trace was dropped"
 
 
 class GatedLookups:

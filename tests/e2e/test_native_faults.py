@@ -21,7 +21,7 @@ from bot.render.answer import EMPTY_ANSWER
 from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.native import RETRY_BASE, START_BURST, NativeAnswerStream
 from bot.slack.publisher import Publisher
-from bot.state import Activity, ActivityKind, AnswerState, Phase
+from bot.state import Activity, ActivityKind, AnswerState, ErrorKind, Phase
 from sandbox.slack import ApiCall, RateLimits, SlackStandin, StoredMessage
 from tests.conftest import running_bot
 
@@ -381,3 +381,50 @@ async def test_a_burst_of_dms_beyond_the_stream_budget_gets_placeholders_at_once
     assert len(slack.calls_to("chat.postMessage")) == 6 - started
     for s in streams:
         await s.finish()
+
+
+async def test_a_rate_limited_start_opens_a_classic_message_at_once(slack: SlackStandin) -> None:
+    """startStream answering 429 is not waited out: the placeholder is posted classically."""
+    slack.inject("chat.startStream", status=429, headers={"Retry-After": "30"})
+    answer = await open_answer(slack, "D0START429")
+    assert answer.stream.ts is None  # no stream; the classic message stands in
+    assert len(slack.calls_to("chat.startStream")) == 1
+    assert len(answer.replies()) == 1
+    await answer.done(ANSWER)
+    (reply,) = answer.replies()
+    assert reply.text == expected(answer.state)
+    assert reply.stream_state != "streaming"
+
+
+async def test_a_refused_closing_stop_is_retried_bare_and_the_answer_shows_once(
+    slack: SlackStandin,
+) -> None:
+    """stopStream refusing the closing notice: a bare stop follows; no second copy is posted."""
+    answer = await open_answer(slack, "D0STOPNOTE")
+    await answer.say("The refund window for an annual Pro plan ")
+    slack.inject("chat.stopStream", body={"ok": False, "error": "invalid_arguments"})
+    answer.state.fail(ErrorKind.INTERRUPTED, "cut off", 1.0)
+    answer.stream.update()
+    await answer.stream.finish()
+    (reply,) = answer.replies()
+    assert reply.stream_state == "stopped"
+    assert reply.text == expected(answer.state)
+
+
+async def test_a_shutdown_cancelling_an_answer_mid_stop_still_stops_the_stream(
+    slack: SlackStandin,
+) -> None:
+    """Drain cancels the answer while stopStream waits out a 429: the stream still stops."""
+    answer = await open_answer(slack, "D0STOPLATE")
+    await answer.say("The refund window for an annual Pro plan ")
+    slack.inject("chat.stopStream", status=429, headers={"Retry-After": "1"})
+    answer.state.text, answer.state.phase = ANSWER, Phase.DONE
+    answer.stream.update()
+    finishing = asyncio.create_task(answer.stream.finish())
+    await slack.wait_for(lambda: len(slack.calls_to("chat.stopStream")) == 1)
+    finishing.cancel()  # what drain() does to an answer past its grace
+    with contextlib.suppress(asyncio.CancelledError):
+        await finishing
+    await answer.stream.p.settle(10.0)
+    assert answer.message.stream_state == "stopped"
+    assert answer.message.text.rstrip() == ANSWER

@@ -43,7 +43,9 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503})
 # Statuses whose `Retry-After` header we honour (RFC 9110 §10.2.3, RFC 6585 §4).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 # Failures that happen before the server could have sent anything back (refused, reset, no
-# answer to the handshake). Read timeouts are not here: the run may simply be slow.
+# answer to the handshake). Read timeouts are not here: the run may simply be slow. A reset
+# before the response headers is usually a pooled keep-alive connection the server had
+# already closed, so it is retried, accepting the small chance that the question got through.
 RETRYABLE_TRANSPORT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,

@@ -184,19 +184,11 @@ class NativeAnswerStream:
             self._finishing.set()
             self._dirty.set()
         if self._flusher is not None:
-            try:
-                # Shielded: a shutdown cancelling this answer must not cancel its stopStream.
-                await asyncio.shield(self._flusher)
-            except asyncio.CancelledError:
-                self.orphaned = True  # the flusher finishes alone; its failure gets logged
-                raise
-            except SlackDeliveryError:
-                raise
-            except Exception:
-                log.exception("native_flusher_crashed")
-                if self._classic is None:
-                    await self._recover()
-                    return
+            from bot.slack.publisher import outlive_flusher
+
+            if not await outlive_flusher(self, self._flusher) and self._classic is None:
+                await self._recover()
+                return
         if self._classic is not None:
             await self._finish_classic()
 

@@ -208,6 +208,28 @@ class Publisher:
                 await asyncio.sleep(delay)
 
 
+async def outlive_flusher(
+    stream: AnswerStream | NativeAnswerStream, task: asyncio.Task[None]
+) -> bool:
+    """Wait for `stream`'s flusher to deliver the final state: True when it did, False when it
+    crashed (logged; the caller recovers). SlackDeliveryError passes through.
+
+    Shielded: a shutdown cancelling the answer must not cancel its final edit; the flusher then
+    finishes alone (`orphaned`), and the publisher logs it if it fails.
+    """
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        stream.orphaned = True
+        raise
+    except SlackDeliveryError:
+        raise
+    except Exception:
+        log.exception("answer_flusher_crashed")
+        return False
+    return True
+
+
 class AnswerStream:
     """The Slack messages of one answer in one thread, kept in step with the newest render."""
 
@@ -292,18 +314,8 @@ class AnswerStream:
         self._final = True
         self._dirty.set()
         self._wake.set()
-        if self._flusher is not None:
-            try:
-                # Shielded: a shutdown cancelling this answer must not cancel its final edit.
-                await asyncio.shield(self._flusher)
-                return
-            except asyncio.CancelledError:
-                self.orphaned = True  # the flusher finishes alone; its failure gets logged
-                raise
-            except SlackDeliveryError:
-                raise
-            except Exception:
-                log.exception("answer_flusher_crashed")
+        if self._flusher is not None and await outlive_flusher(self, self._flusher):
+            return
         self._desired = list(render_answer(self._state))
         for index in self._pending():
             await self._send(index, reliable=True)

@@ -105,9 +105,7 @@ class Powabot:
             site = web.TCPSite(self._runner, host="0.0.0.0", port=self.settings.PORT)
             await site.start()
             self._site = site
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.PORT
+            self.http_port = int(self._runner.addresses[0][1])  # PORT=0 picks a free one
             log.info("bot_started", mode="http", port=self.http_port)
 
     @web.middleware

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -30,6 +29,7 @@ from sandbox.postgrest.query import (
     parse_limit,
     parse_prefer,
 )
+from sandbox.serving import LoopbackServer
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
 EXPOSED_SCHEMAS = ("public",)
@@ -87,7 +87,7 @@ def _error(status: int, body: dict[str, Any]) -> web.Response:
     return web.json_response(body, status=status)
 
 
-class PostgrestStandin:
+class PostgrestStandin(LoopbackServer):
     """Start with `async with PostgrestStandin(dsn, secret) as rest:`; `rest.url` is the
     project URL to give supabase-py (the stand-in serves `<url>/rest/v1/...`)."""
 
@@ -96,7 +96,6 @@ class PostgrestStandin:
         self._secret = jwt_secret
         self._state = _State()
         self._pool: asyncpg.Pool | None = None
-        self._runner: web.AppRunner | None = None
         self.url = ""
 
     @property
@@ -119,34 +118,14 @@ class PostgrestStandin:
         self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
         app = web.Application()
         app.router.add_route("*", "/rest/v1/{table}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = await self.serve(app, shutdown_timeout=0.5)
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.close_server()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-    async def __aenter__(self) -> PostgrestStandin:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- request handling -------------------------------------------------------------------
 

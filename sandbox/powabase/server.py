@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from sandbox.powabase.faults import RUN_FAULT_KINDS, ApiFault, RunFault, RunFaul
 from sandbox.powabase.replies import ApiError
 from sandbox.powabase.seeding import seed_store
 from sandbox.powabase.state import RunRecord
+from sandbox.serving import LoopbackServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,7 +97,7 @@ def build_app(ctx: Context) -> web.Application:
     return app
 
 
-class PowabaseStandin:
+class PowabaseStandin(LoopbackServer):
     """A running local Powabase; use as ``async with PowabaseStandin() as pb: ... pb.url``."""
 
     def __init__(
@@ -112,7 +112,6 @@ class PowabaseStandin:
         self.api_key = api_key
         self._ctx = Context(api_key, delta_delay, extraction_polls, keepalive_interval)
         self._ctx.step_delay = step_delay
-        self._runner: web.AppRunner | None = None
         self.url = ""
 
     @property
@@ -131,31 +130,11 @@ class PowabaseStandin:
         return self._ctx
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self._ctx), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = await self.serve(build_app(self._ctx), shutdown_timeout=0.5)
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> PowabaseStandin:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await self.close_server()
 
     def seed_from(self, seed_dir: Path) -> str:
         """Provision `<domain>-kb` / `<domain>-agent` per sub-directory of ``seed_dir`` and a

@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -18,6 +17,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from sandbox.serving import LoopbackServer
 from sandbox.slack.events import (
     Workspace,
     bot_message_event,
@@ -67,7 +67,7 @@ class _Injection:
     remaining: int
 
 
-class SlackStandin:
+class SlackStandin(LoopbackServer):
     """A local Slack for the unchanged bot: Web API under ``api_url``, Socket Mode at /link."""
 
     def __init__(
@@ -113,7 +113,6 @@ class SlackStandin:
             on_bot_message=self._echo,
             channel_types=self._channel_types,
         )
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._port = 0
 
@@ -124,11 +123,7 @@ class SlackStandin:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link", self.hub.handle)
         app.router.add_get("/link/", self.hub.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
+        self._port = await self.serve(app)
         self._session = aiohttp.ClientSession()
         log.info("slack_standin_started", port=self._port)
 
@@ -136,21 +131,8 @@ class SlackStandin:
         await self.hub.close()
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = self._session = None
-
-    async def __aenter__(self) -> SlackStandin:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await self.close_server()
+        self._session = None
 
     @property
     def api_url(self) -> str:

@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 TITLE_MAX = 80
 EVENT_RETENTION_HOURS = 24
+# Every store deletes claimed event ids older than the retention once per this many claims.
+PRUNE_EVERY = 500
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,6 @@ from typing import Any
 
 from bot.store.base import ChatSession, ThreadKey
 
-# Prune claimed Slack event ids older than the retention once every this many claims.
-PRUNE_EVERY = 500
-
 SESSION_COLUMNS = (
     "agent_session_id",
     "title",

@@ -15,9 +15,14 @@ import asyncpg
 import structlog
 
 from bot.errors import StoreError
-from bot.store.base import EVENT_RETENTION_HOURS, ChatSession, StoreHealth, ThreadKey
-from bot.store.pg_common import (
+from bot.store.base import (
+    EVENT_RETENTION_HOURS,
     PRUNE_EVERY,
+    ChatSession,
+    StoreHealth,
+    ThreadKey,
+)
+from bot.store.pg_common import (
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
     missing_columns,

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.errors import StoreError
-from bot.store.base import EVENT_RETENTION_HOURS, ChatSession, StoreHealth, ThreadKey
+from bot.store.base import (
+    EVENT_RETENTION_HOURS,
+    PRUNE_EVERY,
+    ChatSession,
+    StoreHealth,
+    ThreadKey,
+)
 
 T = TypeVar("T")
 
@@ -38,8 +44,6 @@ create table if not exists slack_events (
 );
 create index if not exists slack_events_claimed_at on slack_events (claimed_at);
 """
-
-PRUNE_EVERY = 500
 
 
 def sqlite_path(url: str) -> str:

@@ -21,9 +21,14 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from supabase._async.client import SupabaseException
 
 from bot.errors import StoreError
-from bot.store.base import EVENT_RETENTION_HOURS, ChatSession, StoreHealth, ThreadKey
-from bot.store.pg_common import (
+from bot.store.base import (
+    EVENT_RETENTION_HOURS,
     PRUNE_EVERY,
+    ChatSession,
+    StoreHealth,
+    ThreadKey,
+)
+from bot.store.pg_common import (
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
     SLACK_KEY_CONFLICT,

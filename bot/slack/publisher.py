@@ -45,9 +45,6 @@ TRANSIENT_ERRORS = frozenset(
 MAX_ATTEMPTS = 5  # transient failures (5xx, timeouts) of one write; 429s are not counted
 RELIABLE_DEADLINE = 180.0  # seconds a write that must happen keeps waiting out 429s
 FIRST_TEXT_FACTOR = 0.25
-# Share of the final-edit reserve the first words must leave: none. They still never go before
-# a final edit already waiting for the bucket (try_take refuses while one waits).
-FIRST_TEXT_RESERVE = 0.0
 BACKOFF_BASE = 0.5
 
 
@@ -302,7 +299,7 @@ class AnswerStream:
         """The state changed; cheap, never waits, the flusher renders and paces it."""
         if not self._final:
             self._dirty.set()
-            if self._state.text and not self._text_shown:
+            if self._first_words_due:
                 self._wake.set()  # a waiting activity edit becomes a first-words edit
 
     async def finish(self) -> None:
@@ -345,13 +342,18 @@ class AnswerStream:
             )
             self.calls += 1
 
+    @property
+    def _first_words_due(self) -> bool:
+        """Answer text has arrived and no edit has shown any yet."""
+        return bool(self._state.text) and not self._text_shown
+
     def _interval(self) -> float:
         """Seconds to keep between edits of this message right now.
 
         The first edit that carries answer text follows an activity-only edit after a quarter
         interval: the first words matter most, and Slack tolerates short bursts per message.
         """
-        if self._state.text and not self._text_shown:
+        if self._first_words_due:
             return self.p.min_interval * FIRST_TEXT_FACTOR
         return self.p.min_interval
 
@@ -414,13 +416,11 @@ class AnswerStream:
         """Tokens an intermediate edit must leave in the workspace bucket.
 
         Final edits leave none (they wait their turn); neither does the first edit showing answer
-        text. Under load the budget then goes to first words and final answers, and progress
-        edits in between are what gets thinned out.
+        text, though it never goes before a final edit already waiting (try_take refuses while
+        one waits). Under load the budget then goes to first words and final answers, and
+        progress edits in between are what gets thinned out.
         """
-        reserve = self.p.budgets.edit_reserve
-        if self._state.text and not self._text_shown:
-            return reserve * FIRST_TEXT_RESERVE
-        return reserve
+        return 0.0 if self._first_words_due else self.p.budgets.edit_reserve
 
     async def _send(self, index: int, *, reliable: bool) -> bool:
         payload = self._desired[index]

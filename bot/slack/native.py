@@ -193,10 +193,11 @@ class NativeAnswerStream:
             await self._finish_classic()
 
     async def _recover(self) -> None:
-        """After a crash mid-stream: stop the stream and finish classically, or post anew."""
-        if self._streaming and self.ts is not None:
+        """After a crash mid-stream (a flusher exists, so the stream was opened): stop it and
+        finish classically, or post anew if Slack still holds it as streaming."""
+        if self._streaming:
             await self._stop_quietly()
-        if self._streaming or self.ts is None:
+        if self._streaming:
             await self._post_fresh()
             return
         self._adopt_classic()

@@ -65,7 +65,7 @@ def _error_kind(exc: BaseException) -> ErrorKind:
             return ErrorKind.REJECTED
         case UpstreamRunError():
             return ErrorKind.RUN_FAILED
-        case UpstreamTimeoutError() | TimeoutError():
+        case UpstreamTimeoutError():
             return ErrorKind.TIMEOUT
         case UpstreamError():
             return ErrorKind.INTERRUPTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -135,18 +136,34 @@ def _deadline(seconds: float) -> float:
     return time.monotonic() + seconds
 
 
+def _world(
+    cfg: BenchConfig,
+    name: str,
+    scale: TimeScale,
+    workdir: Path,
+    questions: list[str],
+    *,
+    delta_delay: float | None = None,
+    scale_stall: bool = True,
+) -> contextlib.AbstractAsyncContextManager[World]:
+    """`open_world` with this run's lag ticker and diagnosis settings; answer deltas come at the
+    configured delay, scaled, unless `delta_delay` (wall seconds) is given."""
+    return open_world(
+        name,
+        scale=scale,
+        delta_delay=scale.seconds(cfg.delta_delay) if delta_delay is None else delta_delay,
+        workdir=workdir,
+        questions=questions,
+        scale_stall=scale_stall,
+        lag_interval=cfg.lag_interval,
+        slow_callback=cfg.slow_callback,
+    )
+
+
 async def latency_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -> PhaseResult:
     """Figures 1-3: answers one after another (the next question when the last is final)."""
     scale = cfg.latency_scale()
-    async with open_world(
-        "latency",
-        scale=scale,
-        delta_delay=scale.seconds(cfg.delta_delay),
-        workdir=workdir,
-        questions=questions,
-        lag_interval=cfg.lag_interval,
-        slow_callback=cfg.slow_callback,
-    ) as world:
+    async with _world(cfg, "latency", scale, workdir, questions) as world:
         notes: list[str] = []
         world.harness_lag.reset()
         t0 = time.monotonic()
@@ -171,15 +188,7 @@ async def load_phase(
     scale = cfg.load_scale()
     name = "one-channel" if one_channel else "load"
     count = cfg.one_channel_answers if one_channel else cfg.answers
-    async with open_world(
-        name,
-        scale=scale,
-        delta_delay=scale.seconds(cfg.delta_delay),
-        workdir=workdir,
-        questions=questions,
-        lag_interval=cfg.lag_interval,
-        slow_callback=cfg.slow_callback,
-    ) as world:
+    async with _world(cfg, name, scale, workdir, questions) as world:
         world.harness_lag.reset()
         t0 = time.monotonic()
         for i in range(count):
@@ -212,15 +221,14 @@ async def streams_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -
     and the bot's budgets are, so the final edits drain in reasonable time.
     """
     scale = cfg.load_scale()
-    async with open_world(
+    async with _world(
+        cfg,
         "streams",
-        scale=scale,
+        scale,
+        workdir,
+        questions,
         delta_delay=cfg.stream_delta_delay,
-        workdir=workdir,
-        questions=questions,
         scale_stall=False,
-        lag_interval=cfg.lag_interval,
-        slow_callback=cfg.slow_callback,
     ) as world:
         await world.bot.request("reset_lag")
         world.harness_lag.reset()

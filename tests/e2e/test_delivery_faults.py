@@ -10,7 +10,6 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreError
-from bot.render import render_answer
 from bot.service import Powabot
 from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.publisher import AnswerStream, Publisher
@@ -18,29 +17,7 @@ from bot.state import AnswerState, Phase
 from bot.store import make_store
 from bot.store.base import SessionStore, ThreadKey
 from tests.conftest import bot_settings, running_bot
-
-ALICE = "U0ALICE"
-
-
-def expected_text(answer: str) -> str:
-    (message,) = render_answer(AnswerState(text=answer, phase=Phase.DONE))
-    return message.text
-
-
-async def ask(slack: Any, bot: Powabot, channel: str, text: str, *, mention: bool = False) -> Any:
-    before = bot.answerer.finished
-    if mention:
-        msg = await slack.user_says(
-            user=ALICE, text=text, channel=channel, channel_type="channel", mention=True
-        )
-    else:
-        msg = await slack.user_says(user=ALICE, text=text, channel=channel)
-    await slack.wait_for(lambda: bot.answerer.finished > before, timeout=30)
-    return msg
-
-
-def bot_replies(slack: Any, channel: str, thread_ts: str) -> list[Any]:
-    return [m for m in slack.thread(channel, thread_ts) if m.is_bot]
+from tests.e2e.answers import ALICE, ask, bot_replies, expected_text
 
 
 async def test_a_429_storm_longer_than_the_retry_count_still_delivers_the_final_text(

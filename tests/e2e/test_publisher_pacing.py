@@ -12,28 +12,12 @@ from typing import Any
 
 import pytest
 
-from bot.render import render_answer
 from bot.service import Powabot
 from bot.slack.budget import Budgets
 from bot.state import AnswerState, Phase
 from sandbox.slack import RateLimits, SlackStandin
 from tests.conftest import bot_settings, running_bot
-
-ALICE = "U0ALICE"
-
-
-def expected_text(answer: str) -> str:
-    """What the user must finally see for an upstream answer (single-message answers)."""
-    done = AnswerState(text=answer, phase=Phase.DONE)
-    (message,) = render_answer(done)
-    return message.text
-
-
-async def ask(slack: Any, bot: Powabot, channel: str, text: str) -> Any:
-    before = bot.answerer.finished
-    msg = await slack.user_says(user=ALICE, text=text, channel=channel)
-    await slack.wait_for(lambda: bot.answerer.finished > before, timeout=30)
-    return msg
+from tests.e2e.answers import ALICE, ask, expected_text
 
 
 def answer_message(slack: Any, channel: str, thread_ts: str) -> Any:

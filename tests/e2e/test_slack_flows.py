@@ -8,15 +8,11 @@ from typing import Any
 
 from bot.service import Powabot
 from tests.conftest import bot_settings
+from tests.e2e.answers import ALICE, bot_replies
 
-ALICE = "U0ALICE"
 BOB = "U0BOB"
 DM = "D0ALICE"
 SUPPORT = "C0SUPPORT"
-
-
-def bot_replies(slack: Any, channel: str, thread_ts: str) -> list[Any]:
-    return [m for m in slack.thread(channel, thread_ts) if m.is_bot]
 
 
 async def ask_and_wait(slack: Any, bot: Powabot, n: int = 1, **kwargs: Any) -> Any:

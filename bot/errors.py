@@ -65,6 +65,19 @@ class UpstreamRunError(UpstreamError):
         super().__init__(message)
 
 
+# Slack error codes by what they mean for an answer (see ../shared/slack-notes.md).
+# The reply cannot go to this channel at all: do not run the question upstream.
+SLACK_CHANNEL_GONE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+# The bot's credentials are bad: an operator must act; retrying only makes a storm.
+SLACK_AUTH_FAILED = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+)
+# The message cannot be edited (any more): post the content as a new message instead.
+SLACK_EDIT_REFUSED = frozenset(
+    {"msg_too_long", "edit_window_closed", "cant_update_message", "message_not_found"}
+)
+
+
 class SlackDeliveryError(PowabotError):
     """A Slack write call failed for good, after the retries it deserved."""
 
@@ -72,6 +85,16 @@ class SlackDeliveryError(PowabotError):
         self.method = method
         self.error = error
         super().__init__(f"Slack {method} failed: {error}")
+
+    @property
+    def channel_gone(self) -> bool:
+        """The bot cannot write to this channel (not a member, deleted, archived)."""
+        return self.error in SLACK_CHANNEL_GONE
+
+    @property
+    def auth_failed(self) -> bool:
+        """The bot token is invalid, revoked or its account deactivated."""
+        return self.error in SLACK_AUTH_FAILED
 
 
 class StoreError(PowabotError):

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import httpx
 import structlog
@@ -33,6 +31,7 @@ from bot.errors import (
     UpstreamTimeoutError,
 )
 from bot.powabase.events import CompleteEvent, ErrorEvent, StreamEvent, parse_event
+from bot.retry import parse_retry_after, retry_delay
 
 log = structlog.get_logger(__name__)
 
@@ -75,44 +74,6 @@ def make_http_client(
         transport=transport,
         trust_env=False,
     )
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delay-seconds or HTTP-date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def retry_delay(
-    attempt: int,
-    *,
-    backoff: float,
-    max_delay: float,
-    retry_after: float | None = None,
-    jitter: float = 0.5,
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based), at most ``max_delay``.
-
-    The server's `Retry-After` wins when given; otherwise ``backoff`` doubles per attempt, spread
-    by ``jitter`` (0..1, 0.5 = exactly nominal) so many answers failing together do not retry
-    together.
-    """
-    if retry_after is not None:
-        return min(retry_after, max_delay)
-    return min(backoff * 2 ** (attempt - 1) * (0.5 + jitter), max_delay)
 
 
 def _upstream_error(exc: Exception, url: str, attempts: int = 1) -> UpstreamError:

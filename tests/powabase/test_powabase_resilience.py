@@ -19,12 +19,7 @@ from bot.errors import (
     UpstreamStatusError,
     UpstreamStreamError,
 )
-from bot.powabase.client import (
-    PowabaseClient,
-    make_http_client,
-    parse_retry_after,
-    retry_delay,
-)
+from bot.powabase.client import PowabaseClient, make_http_client
 from bot.powabase.events import (
     CompleteEvent,
     ContentDeltaEvent,
@@ -34,6 +29,7 @@ from bot.powabase.events import (
     UnknownEvent,
     parse_event,
 )
+from bot.retry import parse_retry_after, retry_delay
 
 QUESTION = "What is the refund window for Pro annual?"
 
@@ -307,8 +303,12 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 
 def test_retry_delay_doubles_and_is_capped() -> None:
     """Backoff doubles per attempt, Retry-After wins over it, and max_delay caps both."""
-    assert [retry_delay(n, backoff=0.5, max_delay=8.0) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-    assert retry_delay(6, backoff=0.5, max_delay=8.0) == 8.0
+    assert [retry_delay(n, backoff=0.5, max_delay=8.0, jitter=0.5) for n in (1, 2, 3)] == [
+        0.5,
+        1.0,
+        2.0,
+    ]
+    assert retry_delay(6, backoff=0.5, max_delay=8.0, jitter=0.5) == 8.0
     assert retry_delay(1, backoff=0.5, max_delay=8.0, retry_after=3.0) == 3.0
     assert retry_delay(1, backoff=0.5, max_delay=8.0, retry_after=3600.0) == 8.0
     assert retry_delay(1, backoff=1.0, max_delay=8.0, jitter=0.0) == 0.5

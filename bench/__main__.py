@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
     p.add_argument("--answers", type=int, help="concurrent answers, spread (figure 4)")
     p.add_argument("--one-channel-answers", type=int, help="concurrent answers in one channel")
     p.add_argument("--streams", type=int, help="concurrent long-lived streams (figure 5)")
+    p.add_argument("--chaos-answers", type=int, help="concurrent answers under random faults")
+    p.add_argument("--chaos-seed", type=int, help="seed of the chaos phase's fault draws")
     p.add_argument("--time-scale", type=float, help="speed-up of load and streams phases")
     p.add_argument("--latency-time-scale", type=float, help="speed-up of the latency phase")
     p.add_argument(
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
         "answers": args.answers,
         "one_channel_answers": args.one_channel_answers,
         "streams": args.streams,
+        "chaos_answers": args.chaos_answers,
+        "chaos_seed": args.chaos_seed,
         "time_scale": args.time_scale,
         "latency_time_scale": args.latency_time_scale,
         "delta_delay": args.delta_delay,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bench.scale import TimeScale
 
-PHASES = ("latency", "load", "one-channel", "streams")
+PHASES = ("latency", "load", "one-channel", "streams", "chaos")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class BenchConfig:
     stream_delta_delay: float = 1.0  # wall seconds between deltas: streams live ~20-60 s
     time_scale: float = 10.0  # speed-up of every Slack rate and bot pacing in the load phases
     budget_headroom: float = 1.0  # bot budgets as a share of Slack's rates (experiment knob)
+    chaos_answers: int = 100  # answers asked at once under random faults (chaos phase)
+    chaos_slack_rate: float = 0.15  # share of Slack write calls that fail at random
+    chaos_powabase_rate: float = 0.2  # share of upstream runs that fail at random
+    chaos_seed: int = 14
     phases: tuple[str, ...] = PHASES
     lag_interval: float = 0.02  # the bot's lag ticker period
     slow_callback: float = 0.0  # diagnosis: > 0 runs the bot's loop in asyncio debug mode
@@ -31,7 +35,8 @@ class BenchConfig:
     lag_goal_ms: float = 100.0
 
     def __post_init__(self) -> None:
-        for name in ("latency_answers", "answers", "one_channel_answers", "streams", "per_channel"):
+        counts = ("latency_answers", "answers", "one_channel_answers", "streams", "per_channel")
+        for name in (*counts, "chaos_answers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.budget_headroom <= 1:
@@ -42,6 +47,9 @@ class BenchConfig:
         for name in ("delta_delay", "stream_delta_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("chaos_slack_rate", "chaos_powabase_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         unknown = [p for p in self.phases if p not in PHASES]
         if unknown:
             raise ValueError(f"unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
@@ -65,5 +73,6 @@ def quick() -> BenchConfig:
         one_channel_answers=6,
         streams=10,
         stream_delta_delay=0.05,
+        chaos_answers=12,
         time_scale=20.0,
     )

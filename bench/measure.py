@@ -139,7 +139,11 @@ def outcome(
     """Measure one answer from its run record, its thread's write calls and its bot replies."""
     writes = len(calls)
     limited = sum(1 for c in calls if c.status == 429 or c.error == "ratelimited")
-    base = {"index": asked.index, "channel": asked.channel, "thread_ts": asked.thread_ts}
+    base: dict[str, Any] = {
+        "index": asked.index,
+        "channel": asked.channel,
+        "thread_ts": asked.thread_ts,
+    }
     if run is None:
         return Outcome(
             **base,

@@ -41,6 +41,7 @@ class PhaseResult:
     harness_lag: dict[str, Any]  # loop lag of this (stand-in) process: is the harness keeping up?
     log_path: str
     notes: list[str] = field(default_factory=list)
+    chaos: dict[str, Any] = field(default_factory=dict)  # the chaos phase's own findings
 
 
 def peak_overlap(runs: Sequence[RunRecord]) -> int:
@@ -145,6 +146,7 @@ def _world(
     *,
     delta_delay: float | None = None,
     scale_stall: bool = True,
+    extra_settings: dict[str, str] | None = None,
 ) -> contextlib.AbstractAsyncContextManager[World]:
     """`open_world` with this run's lag ticker and diagnosis settings; answer deltas come at the
     configured delay, scaled, unless `delta_delay` (wall seconds) is given."""
@@ -157,6 +159,7 @@ def _world(
         scale_stall=scale_stall,
         lag_interval=cfg.lag_interval,
         slow_callback=cfg.slow_callback,
+        extra_settings=extra_settings,
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.chaos import chaos_summary
 from bench.config import BenchConfig
 from bench.phases import PhaseResult
 from bench.stats import percentile, summary
@@ -194,6 +195,41 @@ def stream_figures(r: PhaseResult, cfg: BenchConfig) -> list[Figure]:
     ]
 
 
+def chaos_figures(r: PhaseResult) -> list[Figure]:
+    """Complete / with a notice naming its cause / lost, under random faults (goal: 0 lost)."""
+    found = chaos_summary(r)
+    causes = ", ".join(f"{k} {v}" for k, v in sorted(found["causes"].items())) or "none"
+    return [
+        Figure(
+            "chaos_complete",
+            r.name,
+            "answers complete (exact final text)",
+            float(found["complete"]),
+            f"{found['complete']}/{r.asked}",
+            "info",
+            None,
+        ),
+        Figure(
+            "chaos_notice",
+            r.name,
+            "answers ending in a notice naming the cause",
+            float(found["notice"]),
+            f"{found['notice']}/{r.asked} ({causes})",
+            "info",
+            None,
+        ),
+        Figure(
+            "chaos_lost",
+            r.name,
+            "answers lost (no answer and no notice)",
+            float(found["lost"]),
+            f"{found['lost']}/{r.asked}",
+            "0",
+            found["lost"] == 0 and len(r.outcomes) == r.asked,
+        ),
+    ]
+
+
 def figures(results: dict[str, PhaseResult], cfg: BenchConfig) -> list[Figure]:
     out: list[Figure] = []
     if "latency" in results:
@@ -204,6 +240,8 @@ def figures(results: dict[str, PhaseResult], cfg: BenchConfig) -> list[Figure]:
         out += load_figures(results["one-channel"], "one_channel")
     if "streams" in results:
         out += stream_figures(results["streams"], cfg)
+    if "chaos" in results:
+        out += chaos_figures(results["chaos"])
     return out
 
 
@@ -235,6 +273,7 @@ def phase_json(r: PhaseResult) -> dict[str, Any]:
         "problems": problems[:MAX_PROBLEMS_IN_JSON],
         "notes": r.notes,
         "log": r.log_path,
+        **({"chaos": chaos_summary(r)} if r.chaos else {}),
     }
 
 
@@ -295,5 +334,10 @@ def header(cfg: BenchConfig, results: dict[str, PhaseResult], wall_s: float) -> 
                 f"    stand-in process loop lag p99 {1000 * lag['p99']:.0f} ms, "
                 f"max {1000 * lag['max']:.0f} ms (high values delay what the stand-ins record)"
             )
+        if r.chaos:
+            found = chaos_summary(r)
+            lines.append(f"    Slack faults served: {found['slack_faults'] or 'none'}")
+            lines.append(f"    Powabase faults drawn: {found['powabase_faults'] or 'none'}")
+            lines += [f"    lost: {e}" for e in found["lost_examples"][:5]]
         lines += [f"    note: {n}" for n in r.notes]
     return "\n".join(lines)

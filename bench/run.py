@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.chaos import chaos_phase
 from bench.config import BenchConfig
 from bench.phases import PhaseResult, latency_phase, load_phase, streams_phase
 from bench.report import Figure, document, figures
@@ -38,5 +39,7 @@ async def run_bench(cfg: BenchConfig, workdir: Path) -> BenchReport:
         results["one-channel"] = await load_phase(cfg, workdir, questions, one_channel=True)
     if "streams" in cfg.phases:
         results["streams"] = await streams_phase(cfg, workdir, questions)
+    if "chaos" in cfg.phases:
+        results["chaos"] = await chaos_phase(cfg, workdir, questions)
     wall = time.monotonic() - started
     return BenchReport(cfg, results, figures(results, cfg), wall)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from bench.botprocess import REPO, BotProcess
+from bench.bot_launcher import REPO, BotProcess
 from bench.lag import LagTicker
 from bench.measure import Asked
 from bench.scale import TimeScale
@@ -96,6 +96,7 @@ async def open_world(
     scale_stall: bool = True,
     lag_interval: float = 0.02,
     slow_callback: float = 0.0,
+    extra_settings: dict[str, str] | None = None,
 ) -> AsyncIterator[World]:
     """Start both stand-ins and the bot (Socket Mode) wired to them; tear all down after."""
     slack = SlackStandin(rate_limits=scale.standin_limits())
@@ -114,7 +115,9 @@ async def open_world(
                 "POWABASE_ORCHESTRATION_ID": orchestration_id,
                 "POWABOT_STORE": f"sqlite:///{workdir / f'{name}-sessions.db'}",
                 "LOG_FORMAT": "json",
+                "PORT": "0",  # health and metrics on a free port
                 **scale.bot_settings(scale_stall=scale_stall),
+                **(extra_settings or {}),
             }
             bot = await BotProcess.start(
                 settings,

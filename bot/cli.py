@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from bot.errors import ConfigError, PowabotError
 
@@ -30,6 +33,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+STARTUP_STOP_GRACE = 1.5  # seconds to close what an interrupted or failed start-up opened
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT: stop gracefully. Second: exit at once, answers or not."""
+    if stop.is_set():
+        print(f"powabot: second {sig.name} during shutdown: exiting now", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(128 + sig.value)
+    stop.set()
+
+
 async def _run_forever() -> int:
     from bot.logs import configure_logging
     from bot.settings import load_settings
@@ -37,19 +53,47 @@ async def _run_forever() -> int:
     settings = load_settings("run")
     from bot.service import Powabot
 
-    configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    configure_logging(settings)  # format, level, and the secret values to redact
     bot = Powabot(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await bot.start()
+            loop.add_signal_handler(sig, _on_signal, sig, stop)
+    # Start-up may wait a long time (Slack or the store unreachable): a signal ends it at once.
+    starting = asyncio.create_task(bot.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.wait({starting})
+        await bot.stop(grace=STARTUP_STOP_GRACE)
+        return 0
+    if starting.cancelled() or starting.exception() is not None:
+        stopping.cancel()
+        await bot.stop(grace=STARTUP_STOP_GRACE)
+        starting.result()  # raises: a refused token is one line from main()
     try:
-        await stop.wait()
+        await stopping
     finally:
         await bot.stop()
     return 0
+
+
+def _source_checkout_command(name: str) -> Callable[[list[str]], int] | None:
+    """A command of the source checkout (entry point group `powabot.commands`), if installed.
+
+    The product never imports these tools; the image does not contain them.
+    """
+    for entry in entry_points(group="powabot.commands", name=name):
+        try:
+            command: Callable[[list[str]], int] = entry.load()
+        except ModuleNotFoundError as exc:  # the tool's package is absent, not broken
+            if (exc.name or "").split(".")[0] == entry.module.split(".")[0]:
+                return None
+            raise
+        return command
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run_forever())
         if args.command == "demo":
-            from bot.demo import run_demo
-
-            return asyncio.run(run_demo(interactive=args.interactive))
+            demo = _source_checkout_command("demo")
+            if demo is None:
+                print(
+                    "powabot: `powabot demo` needs a source checkout installed with"
+                    " `pip install -e .`: its local stand-ins are not part of this installation",
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
+            return demo(["--interactive"] if args.interactive else [])
         if args.command == "doctor":
             from bot.doctor import run_doctor
             from bot.settings import load_settings

@@ -14,24 +14,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
-from bot.errors import (
-    SlackDeliveryError,
-    StoreError,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamRunError,
-    UpstreamStatusError,
-    UpstreamTimeoutError,
-)
+from bot.alerts import OperatorAlerts
+from bot.errors import SlackDeliveryError, StoreError, UpstreamError
+from bot.limits import Admission, KeyedLocks
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
+from bot.powabase.outcome import error_kind, operator_reason
 from bot.render import render_trace
 from bot.slack.publisher import Publisher, Stream
 from bot.state import AnswerState, ErrorKind, Phase
 from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_session_id
 
 log = structlog.get_logger(__name__)
+
+ANSWERS = Counter(
+    "powabot_answers",
+    "Answers by how they ended: delivered (Slack accepted the final text), lost (it did not), "
+    "skipped (the channel is gone or the bot token is refused: nothing asked upstream)",
+    ["outcome"],
+)
+# A channel whose placeholder was refused as gone: for this long its answers post the
+# placeholder before asking Powabase (no run for a reply that cannot land). Bounded in size.
+UNREACHABLE_MEMORY = 600.0
+UNREACHABLE_CHANNELS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,19 +65,7 @@ class Question:
 
 
 def _error_kind(exc: BaseException) -> ErrorKind:
-    match exc:
-        case UpstreamConnectError():
-            return ErrorKind.UNREACHABLE
-        case UpstreamStatusError():
-            return ErrorKind.REJECTED
-        case UpstreamRunError():
-            return ErrorKind.RUN_FAILED
-        case UpstreamTimeoutError():
-            return ErrorKind.TIMEOUT
-        case UpstreamError():
-            return ErrorKind.INTERRUPTED
-        case _:
-            return ErrorKind.INTERNAL
+    return error_kind(exc)  # by cause: see bot/powabase/outcome.py
 
 
 def trace_record(state: AnswerState) -> dict[str, Any]:
@@ -99,7 +94,12 @@ def trace_record(state: AnswerState) -> dict[str, Any]:
 
 
 class Answerer:
-    """Answers questions; holds no per-conversation state between questions (the store does)."""
+    """Answers questions; holds no per-conversation state between questions (the store does).
+
+    Limits: at most `max_in_flight` answers run at once (the rest wait in line, FIFO, their
+    placeholder saying so), and one at a time per thread and user (a follow-up waits for the
+    answer before it). The Powabase run starts together with the placeholder post, not after it.
+    """
 
     def __init__(
         self,
@@ -107,6 +107,8 @@ class Answerer:
         store: SessionStore,
         powabase: PowabaseClient,
         publisher: Publisher,
+        alerts: OperatorAlerts | None = None,
+        max_in_flight: int = 200,
         stall_after: float = 8.0,
         run_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -114,11 +116,17 @@ class Answerer:
         self.store = store
         self.powabase = powabase
         self.publisher = publisher
+        self.alerts: OperatorAlerts = alerts or publisher.alerts  # one set per process
+        self.admission = Admission(max_in_flight)
+        self.threads = KeyedLocks()
         self.stall_after = stall_after
         self.run_timeout = run_timeout
         self.clock = clock
         self.in_flight: set[asyncio.Task[Any]] = set()
+        self.waiting: set[asyncio.Task[Any]] = set()  # for their thread's turn or a free slot
+        self.draining = False
         self.finished = 0  # answers that reached their final Slack state (tests wait on it)
+        self._unreachable: dict[str, float] = {}  # channel → when a placeholder found it gone
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -132,6 +140,15 @@ class Answerer:
             yield
         finally:
             self.in_flight.discard(task)
+
+    def release_waiting(self) -> int:
+        """Shutdown begins: answers still waiting for their turn get the restart notice now
+        (they would not start before the grace ends), and no new answer waits in line."""
+        self.draining = True
+        waiting = [t for t in self.waiting if not t.done()]
+        for task in waiting:
+            task.cancel()
+        return len(waiting)
 
     async def answer(self, q: Question) -> AnswerState | None:
         """Answer `q` in its thread unless this Slack event was already claimed."""
@@ -164,27 +181,145 @@ class Answerer:
             user_id=q.user_id,
             channel_type=q.channel_type,
         )
-        last_event = [self.clock()]
-        watchdog: asyncio.Task[None] | None = None
-        cancelled = False
+        me = asyncio.current_task()
+        if self.draining and (self.threads.busy(q.key) or not self.admission.available):
+            state.fail(ErrorKind.SHUTDOWN, "stopping: not queued", self.clock())
+            await self._deliver(q, state, stream, None)
+            return state
+        if me is not None:
+            self.waiting.add(me)
         try:
+            return await self._answer_in_turn(q, state, stream)
+        finally:
+            if me is not None:
+                self.waiting.discard(me)
+
+    async def _answer_in_turn(self, q: Question, state: AnswerState, stream: Stream) -> AnswerState:
+        me = asyncio.current_task()
+        placing: asyncio.Task[SlackDeliveryError | None] | None = None
+        running: asyncio.Task[None] | None = None
+        cancelled = False
+        async with contextlib.AsyncExitStack() as turn:
             try:
-                await stream.start(state)
-            except Exception as exc:  # no placeholder: answer anyway, finish() posts the result
-                log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
-            log.info("answer_started")
-            watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
+                await turn.enter_async_context(self.threads.hold(q.key))
+                admitted = self.admission.try_enter()
+                if admitted:
+                    turn.callback(self.admission.leave)
+                    self.waiting.discard(me)
+                else:
+                    state.queued = True
+                    log.info(
+                        "answer_queued",
+                        queued=self.admission.queued + 1,
+                        running=self.admission.active,
+                    )
+                placing = asyncio.create_task(self._place(state, stream))
+                if admitted and self._may_run_early(q):
+                    running = asyncio.create_task(self._run_guarded(q, state, stream))
+                skip = await asyncio.shield(placing)
+                if skip is not None:
+                    if running is not None:
+                        running.cancel()
+                        await asyncio.wait({running})
+                    self._skipped(q, skip)
+                    return state
+                if not admitted:
+                    await self.admission.enter()
+                    turn.callback(self.admission.leave)
+                    self.waiting.discard(me)
+                    state.queued = False
+                    stream.update()
+                if running is None:
+                    running = asyncio.create_task(self._run_guarded(q, state, stream))
+                await running
+            except asyncio.CancelledError:
+                cancelled = True
+                state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())
+            finally:
+                if running is not None and not running.done():
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({running})
+            # Still this thread's turn: the next follow-up starts after this reply's final edit.
+            cancelled = await self._deliver(q, state, stream, placing) or cancelled
+        if cancelled:
+            raise asyncio.CancelledError
+        return state
+
+    async def _deliver(
+        self,
+        q: Question,
+        state: AnswerState,
+        stream: Stream,
+        placing: asyncio.Task[SlackDeliveryError | None] | None,
+    ) -> bool:
+        """Finish the reply; True when we were cancelled meanwhile (the caller re-raises).
+
+        A shutdown cancelling us while the reply is being finished must not cut it short: the
+        final edit, the trace and the store record still happen (drain bounds the wait).
+        """
+        finishing = asyncio.ensure_future(self._finish(q, state, stream, placing))
+        try:
+            await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            await finishing
+            return True
+        return False
+
+    def _may_run_early(self, q: Question) -> bool:
+        """Start Powabase before the placeholder is up, unless this reply is likely to go
+        nowhere: a bad bot token (operator alert open), or a channel that lately refused us."""
+        if self.alerts.blocked("slack") is not None:
+            return False
+        refused_at = self._unreachable.get(q.channel_id)
+        return refused_at is None or self.clock() - refused_at > UNREACHABLE_MEMORY
+
+    async def _place(self, state: AnswerState, stream: Stream) -> SlackDeliveryError | None:
+        """Post the placeholder; the Slack refusal that makes answering pointless, else None.
+
+        Any other failure is logged and the answer goes on: `finish()` posts the result.
+        """
+        try:
+            await stream.start(state)
+        except SlackDeliveryError as exc:
+            if exc.channel_gone or exc.auth_failed:
+                return exc
+            log.error("placeholder_failed", error_type=type(exc).__name__, error=exc.error)
+        except Exception as exc:
+            log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
+        return None
+
+    def _skipped(self, q: Question, exc: SlackDeliveryError) -> None:
+        """No reply can reach this thread: nothing was (or will be) asked upstream."""
+        if exc.channel_gone:
+            self._unreachable.pop(q.channel_id, None)  # re-inserted: newest last
+            self._unreachable[q.channel_id] = self.clock()
+            while len(self._unreachable) > UNREACHABLE_CHANNELS:
+                del self._unreachable[next(iter(self._unreachable))]
+            log.warning("answer_skipped_channel_unreachable", method=exc.method, error=exc.error)
+        else:  # the publisher raised the operator alert
+            log.warning("answer_skipped_slack_auth_failed", method=exc.method, error=exc.error)
+        ANSWERS.labels(outcome="skipped").inc()
+        self.finished += 1
+
+    async def _run_guarded(self, q: Question, state: AnswerState, stream: Stream) -> None:
+        """The Powabase side of one answer: every failure ends in `state` (only a cancel
+        raises); a refused key or id raises the operator alert, a completed run clears it."""
+        log.info("answer_started")
+        last_event = [self.clock()]
+        watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
+        try:
             if not q.text.strip():  # a file or an image alone: nothing to ask Powabase
                 state.fail(ErrorKind.NO_QUESTION, "message without text", self.clock())
             else:
                 async with asyncio.timeout(self.run_timeout):
                     await self._run(q, state, stream, last_event)
-        except asyncio.CancelledError:
-            cancelled = True
-            state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())
         except UpstreamError as exc:
             log.warning("upstream_failed", error_type=type(exc).__name__, error=str(exc))
             state.fail(_error_kind(exc), str(exc), self.clock())
+            reason = operator_reason(exc)
+            if reason is not None:
+                self.alerts.alert("powabase", reason, detail=str(exc))
         except TimeoutError:
             log.warning("answer_run_timeout", run_timeout=self.run_timeout)
             state.fail(
@@ -194,21 +329,12 @@ class Answerer:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
-        # A shutdown cancelling us while the reply is being finished must not cut it short:
-        # the final edit, the trace and the store record still happen (drain bounds the wait).
-        finishing = asyncio.ensure_future(self._finish(q, state, stream))
-        try:
-            await asyncio.shield(finishing)
-        except asyncio.CancelledError:
-            cancelled = True
-            await finishing
-        if cancelled:
-            raise asyncio.CancelledError
-        return state
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        if state.phase is Phase.DONE:
+            self.alerts.clear("powabase")
+        stream.update()
 
     async def _run(
         self,
@@ -269,23 +395,54 @@ class Answerer:
                 state.mark_stalled()
                 stream.update()
 
-    async def _finish(self, q: Question, state: AnswerState, stream: Stream) -> None:
+    async def _finish(
+        self,
+        q: Question,
+        state: AnswerState,
+        stream: Stream,
+        placing: asyncio.Task[SlackDeliveryError | None] | None,
+    ) -> None:
+        if state.run_id:  # bound in the run's own task; the lines below should carry it too
+            structlog.contextvars.bind_contextvars(run_id=state.run_id)
+        if placing is not None:
+            skip = await placing  # the finish below must know whether a placeholder exists
+            if skip is not None:
+                self._skipped(q, skip)
+                return
+        lost: SlackDeliveryError | None = None
         try:
-            await stream.finish()
-            if state.phase is Phase.DONE and state.delegations:
-                await self._post_trace(state, stream)
+            await stream.finish()  # returns only once Slack accepted the final text
         except SlackDeliveryError as exc:
-            log.error("answer_undeliverable", method=exc.method, error=exc.error)
-        except Exception:
+            lost = exc
+        except Exception as exc:
             log.exception("answer_delivery_crashed")
-        log.info(
-            "answer_finished",
-            phase=state.phase.value,
-            error=state.error.kind.value if state.error else None,
-            slack_calls=stream.calls,
-            chars=len(state.text),
-            delegations=[d.agent for d in state.delegations],
-        )
+            lost = SlackDeliveryError("finish", f"unexpected: {type(exc).__name__}")
+        if lost is None and state.phase is Phase.DONE and state.delegations:
+            try:
+                await self._post_trace(state, stream)
+            except SlackDeliveryError as exc:
+                log.warning("trace_undeliverable", method=exc.method, error=exc.error)
+            except Exception:
+                log.exception("trace_delivery_crashed")
+        fields: dict[str, Any] = {
+            "phase": state.phase.value,
+            "error": state.error.kind.value if state.error else None,
+            "slack_calls": stream.calls,
+            "chars": len(state.text),
+            "delegations": [d.agent for d in state.delegations],
+        }
+        if lost is None:
+            log.info("answer_delivered", **fields)
+            ANSWERS.labels(outcome="delivered").inc()
+        else:
+            log.error(
+                "answer_lost",
+                reason=f"{lost.method}: {lost.error}",
+                method=lost.method,
+                slack_error=lost.error,
+                **fields,
+            )
+            ANSWERS.labels(outcome="lost").inc()
         try:
             await self.store.record_run(
                 q.key,

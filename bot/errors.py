@@ -2,12 +2,13 @@
 
     PowabotError
     ├── ConfigError               settings missing or invalid (exit code 2, no traceback)
+    ├── StartupError              a permanent start-up failure, e.g. Slack refused a token (exit 1)
     ├── UpstreamError             the Powabase API failed us
     │   ├── UpstreamStatusError   non-2xx answer (carries status + body excerpt)
     │   ├── UpstreamConnectError  could not connect (DNS, refused, TLS)
     │   ├── UpstreamTimeoutError  no answer / no event within the timeout
-    │   ├── UpstreamStreamError   the stream broke or ended without `complete`
-    │   └── UpstreamRunError      the run itself failed (`error` event, `complete` with failed)
+    │   ├── UpstreamStreamError   the stream broke, sent an oversize frame, or ended early
+    │   └── UpstreamRunError      the run failed (`error` event, `complete` not completed)
     ├── SlackDeliveryError        a Slack write failed for good (after retries)
     ├── StoreError                the session store is unreachable or not migrated
     └── ProvisioningError         an admin's spec, file or provisioning call failed
@@ -29,6 +30,10 @@ class ConfigError(PowabotError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class StartupError(PowabotError):
+    """The bot cannot start and retrying will not help (Slack refused a token); one line."""
 
 
 class UpstreamError(PowabotError):
@@ -54,11 +59,12 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamStreamError(UpstreamError):
-    """The event stream broke off, or ended without a `complete` event."""
+    """The event stream broke off, sent a frame past the size cap, or ended without `complete`."""
 
 
 class UpstreamRunError(UpstreamError):
-    """The orchestration run reported a failure (`error` event or failed `complete`)."""
+    """The run reported a failure: an `error` event, or `complete` with a status other than
+    "completed" (failed, cancelled, timeout, …)."""
 
     def __init__(self, message: str, code: str | None = None) -> None:
         self.code = code

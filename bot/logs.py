@@ -3,20 +3,32 @@
 Our own events and the standard-library records of slack_bolt, slack_sdk, httpx and aiohttp go
 through the same processors, and secrets are redacted last, after exceptions have been rendered
 to text, so a token inside an exception message or a traceback is caught too.
+
+Two layers: the configured secret values themselves (registered by `configure_logging(settings)`,
+in every encoding they travel in), and patterns for credentials we were never told about.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import structlog
+from pydantic import BaseModel, SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[redacted]"
+
+# Configured secrets shorter than this are not redacted by value: a value like "test" or "1234"
+# would also blank out every ordinary word or number containing it, making logs unreadable, and
+# a secret that short protects nothing anyway. Real Slack tokens, signing secrets and API keys
+# are 32+ characters; the key=value patterns below still catch short ones where they are named.
+MIN_SECRET_LENGTH = 8
 
 # Keys whose values are secrets, compared case-insensitively after "-" → "_".
 SECRET_KEYS = frozenset(
@@ -82,9 +94,89 @@ _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(rf"(?i)([?&;](?:key|sig|signature|code)=){_NOT_YET_REDACTED}{_VALUE}"),
         rf"\1{REDACTED}",
     ),
-    # Passwords in URLs: postgresql://user:password@host/db.
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
+    # Passwords in URLs: postgresql://user:password@host/db, up to the last "@" of the word, so
+    # a password holding "/", "@" or ":" is hidden whole (at worst a bit of the host with it).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^\s\"'<>]+@"), rf"\1{REDACTED}@"),
 )
+
+
+def url_passwords(url: str) -> set[str]:
+    """The passwords inside a URL or DSN, however it is written.
+
+    `scheme://user:password@host/…` where the password may itself contain `/`, `@`, `:` or `%`
+    (read up to the last `@` of the authority as libpq does, and the way urlsplit does), and
+    `?password=…` query parameters (libpq / asyncpg accept both).
+    """
+    found: set[str] = set()
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return found
+    before_query = rest.split("?", 1)[0].split("#", 1)[0]
+    userinfo, at, _host = before_query.rpartition("@")
+    if at and ":" in userinfo:
+        found.add(userinfo.split(":", 1)[1])
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.add(parts.password)
+        found.update(v for k, v in parse_qsl(parts.query) if k.lower() == "password")
+    except ValueError:
+        pass
+    return {p for p in found if p}
+
+
+def secret_values(settings: BaseModel) -> set[str]:
+    """Every secret a settings object holds: each SecretStr field, and URL passwords (DSNs)."""
+    values: set[str] = set()
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr):
+            values.add(value.get_secret_value())
+        elif value is not None and "://" in str(value):
+            values.update(url_passwords(str(value)))
+    return values
+
+
+def _spellings(secret: str) -> set[str]:
+    """`secret` as it may appear in text: raw, percent-encoded, decoded, JSON- or repr-escaped."""
+    forms = {secret, secret.strip()}
+    for form in list(forms):
+        forms.update(
+            {
+                quote(form, safe=""),
+                quote(form),
+                quote_plus(form),
+                unquote(form),
+                unquote_plus(form),
+                json.dumps(form)[1:-1],
+                repr(form)[1:-1],
+            }
+        )
+    return forms
+
+
+_secret_pattern: re.Pattern[str] | None = None
+
+
+def register_secrets(values: Iterable[str | SecretStr | None]) -> None:
+    """Redact these values (and their encodings) wherever they appear; replaces the last set.
+
+    Values shorter than MIN_SECRET_LENGTH (after stripping) are ignored, see there.
+    """
+    global _secret_pattern
+    forms: set[str] = set()
+    for value in values:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or len(raw.strip()) < MIN_SECRET_LENGTH:
+            continue
+        forms.update(f for f in _spellings(raw) if len(f) >= MIN_SECRET_LENGTH)
+    if not forms:
+        _secret_pattern = None
+        return
+    # Longest first, so a secret containing another is replaced whole. Case-insensitive for
+    # percent-encodings (%2F and %2f); for a long random value it costs nothing.
+    ordered = sorted(forms, key=len, reverse=True)
+    _secret_pattern = re.compile("|".join(re.escape(f) for f in ordered), re.IGNORECASE)
 
 
 def is_secret_key(name: object) -> bool:
@@ -95,6 +187,8 @@ def is_secret_key(name: object) -> bool:
 
 def redact_text(text: str) -> str:
     """`text` with every token, key, password or credential-bearing parameter replaced."""
+    if _secret_pattern is not None:
+        text = _secret_pattern.sub(REDACTED, text)
     for pattern, replacement in _VALUE_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -107,7 +201,7 @@ def _redact_value(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if is_secret_key(key) else _redact_value(item)
+            _redact_value(key): REDACTED if is_secret_key(key) else _redact_value(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
@@ -142,7 +236,7 @@ class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The one root handler this module installs; replaced, never duplicated, on reconfigure."""
 
     def __init__(self) -> None:
-        super().__init__(_STDERR)  # type: ignore[arg-type]
+        super().__init__(_STDERR)
 
 
 def _renderer(fmt: Literal["json", "console"] | str) -> Processor:
@@ -155,17 +249,35 @@ def _renderer(fmt: Literal["json", "console"] | str) -> Processor:
     raise ValueError(f"LOG_FORMAT must be 'json' or 'console', not {fmt!r}")
 
 
-def configure_logging(fmt: str = "json", level: str = "info") -> None:
+def configure_logging(
+    fmt: str | BaseModel = "json",
+    level: str = "info",
+    *,
+    secrets: Iterable[str | SecretStr | None] | None = None,
+) -> None:
     """Send structlog events and stdlib records to stderr, rendered as `fmt`, secrets redacted.
+
+    `configure_logging(settings)` takes the format and level from the settings and redacts
+    every secret they hold (see `secret_values`); `configure_logging(fmt, level, secrets=…)`
+    names the values directly. Without either, the secrets registered before stay registered.
 
     structlog events below `level` are dropped; stdlib records (third-party libraries) need at
     least WARNING, as before, so httpx and Bolt do not log every request.
     """
+    if isinstance(fmt, BaseModel):
+        settings = fmt
+        fmt, level = (
+            str(getattr(settings, "LOG_FORMAT", "json")),
+            str(getattr(settings, "LOG_LEVEL", "info")),
+        )
+        secrets = [*secret_values(settings), *(secrets or ())]
     renderer = _renderer(fmt)
     try:
         numeric = logging.getLevelNamesMapping()[level.upper()]
     except KeyError:
         raise ValueError(f"LOG_LEVEL {level!r} is not a logging level") from None
+    if secrets is not None:
+        register_secrets(secrets)
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     # Exceptions and stacks become text first, then everything is redacted, then rendered.
     finishing: list[Processor] = [

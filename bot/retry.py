@@ -69,4 +69,4 @@ def retry_delay(
     if retry_after is not None:
         return min(retry_after, max_delay)
     spread = random.random() if jitter is None else jitter
-    return min(backoff * 2 ** (attempt - 1) * (0.5 + spread), max_delay)
+    return min(backoff * 2.0 ** (attempt - 1) * (0.5 + spread), max_delay)

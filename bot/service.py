@@ -1,4 +1,9 @@
-"""The running bot: clients built once, the Bolt app, and its Socket Mode or HTTP front door."""
+"""The running bot: clients built once, the Bolt app, and its Socket Mode or HTTP front door.
+
+Both modes serve `/healthz` (liveness), `/readyz` (503 with the reasons while starting or
+stopping, the store unreachable or not migrated, Socket Mode disconnected, or an operator alert
+open) and `/metrics` (Prometheus) on PORT; HTTP mode serves Slack's `/slack/events` next to them.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +16,36 @@ import aiohttp
 import httpx
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
+from prometheus_client import REGISTRY, Gauge, generate_latest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts import OperatorAlerts
 from bot.conversation import Answerer
-from bot.powabase.client import PowabaseClient, make_http_client
+from bot.errors import StartupError
+from bot.powabase.client import open_powabase
 from bot.settings import Settings
 from bot.slack import listeners
 from bot.slack.budget import Budgets
 from bot.slack.publisher import Publisher
+from bot.slack.startup import check_bot_token, open_socket_url
 from bot.store import SessionStore, make_store
 
 log = structlog.get_logger(__name__)
 
 SLACK_CALL_TIMEOUT = 30.0  # seconds, slack_sdk's own default per call
 SLACK_MAX_CONNECTIONS = 200  # Slack answers fast; this only bounds a burst of final edits
+# Shutdown budget (POWABOT_SHUTDOWN_GRACE, default 25 s: under Kubernetes' 30 s default grace).
+NOTICE_RESERVE = 5.0  # seconds (at most 20 % of the grace) kept for the restart notices
+CLOSE_RESERVE = 1.0  # seconds (at most 10 % of the grace) kept for closing connections
+READY_CHECK_TIMEOUT = 2.0  # a /readyz store probe slower than this counts as unreachable
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+ANSWERS_RUNNING = Gauge("powabot_answers_running", "Answers holding a slot (POWABOT_MAX_IN_FLIGHT)")
+ANSWERS_QUEUED = Gauge("powabot_answers_queued", "Answers waiting in line for a slot")
+OPERATOR_ALERTS_OPEN = Gauge("powabot_operator_alerts_open", "Operator alerts open right now")
 
 
 def _secret(value: Any) -> str:
@@ -46,25 +65,26 @@ class Powabot:
     ) -> None:
         self.settings = settings
         self.store = store or make_store(settings)
-        self.http = http or make_http_client(
-            settings.powabase_url,
-            _secret(settings.POWABASE_API_KEY),
-            idle_timeout=settings.POWABOT_UPSTREAM_TIMEOUT,
-        )
+        self.powabase = open_powabase(settings, http=http)
+        self.http = self.powabase.http
         self.slack = AsyncWebClient(
             token=_secret(settings.SLACK_BOT_TOKEN), base_url=settings.SLACK_API_URL
         )
         self.slack.proxy = None
+        self.alerts = OperatorAlerts()  # one per process: Slack and Powabase faults, /readyz
         self.publisher = Publisher(
             self.slack,
             budgets or Budgets(edits_per_minute=settings.POWABOT_WORKSPACE_EDITS_PER_MINUTE),
             min_interval=settings.POWABOT_EDIT_INTERVAL,
             native_streaming=settings.POWABOT_NATIVE_STREAMING,
+            alerts=self.alerts,
         )
         self.answerer = Answerer(
             store=self.store,
-            powabase=PowabaseClient(self.http, settings.POWABASE_ORCHESTRATION_ID or ""),
+            powabase=self.powabase,
             publisher=self.publisher,
+            alerts=self.alerts,
+            max_in_flight=settings.POWABOT_MAX_IN_FLIGHT,
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
             run_timeout=settings.POWABOT_RUN_TIMEOUT,
         )
@@ -77,89 +97,192 @@ class Powabot:
         listeners.register(self.app, self.answerer)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._accepting = False  # Slack events are taken (started, not stopping)
         self._stopping = False
-        self.http_port: int | None = None
+        self.http_port: int | None = None  # where /healthz, /readyz, /metrics (and events) are
 
     async def start(self) -> None:
+        """Serve health on PORT, open the store, check the Slack tokens, then take events.
+
+        Raises StartupError when Slack refuses a token; cancelling it (SIGTERM during start-up)
+        leaves nothing running that `stop()` would not close.
+        """
+        self._stopping = False
+        self.answerer.draining = False
+        await self._serve()
         await self.store.open()
         # One keep-alive connection pool for every Slack call (slack_sdk otherwise opens a new
         # session, hence a new TLS handshake, per call: a first edit would pay for it).
-        self.slack.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=SLACK_CALL_TIMEOUT),
-            connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
-        )
-        if self.settings.socket_mode:
-            self._socket = AsyncSocketModeHandler(
-                self.app, _secret(self.settings.SLACK_APP_TOKEN), web_client=self.slack
+        if self.slack.session is None or self.slack.session.closed:
+            self.slack.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=SLACK_CALL_TIMEOUT),
+                connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
             )
+        await check_bot_token(self.slack)
+        if self.settings.socket_mode:
+            app_token = _secret(self.settings.SLACK_APP_TOKEN)
+            url = await open_socket_url(self.slack, app_token)
+            self._socket = AsyncSocketModeHandler(self.app, app_token, web_client=self.slack)
             self._socket.client.proxy = None
-            await self._socket.connect_async()
-            log.info("bot_started", mode="socket", api_url=self.settings.SLACK_API_URL)
+            self._socket.client.wss_uri = url  # checked just now: connect without asking again
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        self._accepting = True
+        log.info(
+            "bot_started",
+            mode="socket" if self.settings.socket_mode else "http",
+            port=self.http_port,
+            api_url=self.settings.SLACK_API_URL,
+            max_in_flight=self.settings.POWABOT_MAX_IN_FLIGHT,
+        )
+
+    async def _serve(self) -> None:
+        """The HTTP server on PORT: health and metrics always; Slack's events in HTTP mode."""
+        if self._runner is not None:
+            return
+        if self.settings.socket_mode:
+            web_app = web.Application()
         else:
             web_app = self.app.web_app(path="/slack/events")
-            web_app.middlewares.append(self._refuse_while_stopping)
-            web_app.router.add_get("/healthz", self._healthz)
-            self._runner = web.AppRunner(web_app)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, host="0.0.0.0", port=self.settings.PORT)
+            web_app.middlewares.append(self._refuse_unless_accepting)
+        web_app.router.add_get("/healthz", self._healthz)
+        web_app.router.add_get("/readyz", self._readyz)
+        web_app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(web_app, shutdown_timeout=CLOSE_RESERVE, access_log=None)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, host="0.0.0.0", port=self.settings.PORT)
+        try:
             await site.start()
-            self._site = site
-            self.http_port = int(self._runner.addresses[0][1])  # PORT=0 picks a free one
-            log.info("bot_started", mode="http", port=self.http_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on PORT {self.settings.PORT} ({exc.strerror or exc}): "
+                "set PORT to a free port"
+            ) from None
+        self.http_port = int(runner.addresses[0][1])  # PORT=0 picks a free one
 
     @web.middleware
-    async def _refuse_while_stopping(
+    async def _refuse_unless_accepting(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """While stopping, Slack events get a 503 (Slack retries them, e.g. on another replica)."""
-        if self._stopping and request.path != "/healthz":
-            return web.Response(status=503, text="stopping")
+        """Before start-up ends and while stopping, Slack events get a 503 (Slack retries them,
+        e.g. on another replica); health and metrics are always served."""
+        if not self._accepting and request.path not in OPS_PATHS:
+            return web.Response(status=503, text="stopping" if self._stopping else "starting")
         return await handler(request)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        health = await self.store.health()
-        ok = health.reachable and health.migrated
-        return web.json_response({"ok": ok, "store": health.backend}, status=200 if ok else 503)
+        """Liveness: the event loop answers. No dependency checks (a store blip must not get
+        every replica restarted); readiness says whether to send work."""
+        return web.json_response({"ok": True})
 
-    async def drain(self, grace: float = 30.0, final_grace: float = 15.0) -> None:
+    async def readiness(self) -> list[str]:
+        """Why this replica should not get work right now; empty when ready."""
+        reasons: list[str] = []
+        if self._stopping:
+            reasons.append("stopping")
+        elif not self._accepting:
+            reasons.append("starting")
+        try:
+            health = await asyncio.wait_for(self.store.health(), READY_CHECK_TIMEOUT)
+        except Exception as exc:  # a probe must answer whatever the store does
+            reasons.append(f"store_unreachable: {type(exc).__name__}")
+        else:
+            if not health.reachable:
+                reasons.append("store_unreachable")
+            elif not health.migrated:
+                reasons.append("store_not_migrated")
+        if self._accepting and self._socket is not None:
+            if not await self._socket.client.is_connected():
+                reasons.append("slack_socket_disconnected")
+        reasons += [f"operator_alert: {a.source} {a.reason}" for a in self.alerts.active]
+        return reasons
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        reasons = await self.readiness()
+        body = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "mode": "socket" if self.settings.socket_mode else "http",
+            "store": self.store.backend,
+            "answers_running": self.answerer.admission.active,
+            "answers_queued": self.answerer.admission.queued,
+        }
+        return web.json_response(body, status=503 if reasons else 200)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        ANSWERS_RUNNING.set(self.answerer.admission.active)
+        ANSWERS_QUEUED.set(self.answerer.admission.queued)
+        OPERATOR_ALERTS_OPEN.set(len(self.alerts.active))
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": METRICS_TYPE})
+
+    async def drain(self, grace: float = 20.0, final_grace: float = 5.0) -> None:
         """Let in-flight answers finish (each ends with a final Slack edit).
 
-        Answers still running after `grace` are cancelled: each then ends its reply with a
-        "stopped" notice, which gets `final_grace` more seconds to reach Slack.
+        Answers still waiting for their turn get the restart notice at once. Answers still
+        running after `grace` are cancelled: each then ends its reply with that notice, and all
+        of them together get `final_grace` more seconds to reach Slack.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        released = self.answerer.release_waiting()
         if self.answerer.in_flight:
-            log.info("draining_answers", count=len(self.answerer.in_flight))
+            log.info("draining_answers", count=len(self.answerer.in_flight), released=released)
         # Loop: an event accepted just before intake closed may join while we wait.
         while self.answerer.in_flight and loop.time() < deadline:
             await asyncio.wait(set(self.answerer.in_flight), timeout=deadline - loop.time())
         late = set(self.answerer.in_flight)
         for task in late:
             task.cancel()
+        final = loop.time() + final_grace
         if late:
             log.warning("answers_cancelled_at_shutdown", count=len(late))
             await asyncio.wait(late, timeout=final_grace)
-        await self.publisher.settle(final_grace)
+        await self.publisher.settle(max(0.0, final - loop.time()))
 
-    async def stop(self) -> None:
-        """Stop taking questions, let answers in flight finish, then close everything."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking questions, let answers in flight finish, then close everything.
+
+        The whole stop takes at most `grace` seconds (POWABOT_SHUTDOWN_GRACE): answers get
+        most of it, the restart notices to the rest go out in the last `NOTICE_RESERVE` (at
+        most a fifth of it), and the last `CLOSE_RESERVE` closes the connections.
+        """
+        grace = self.settings.POWABOT_SHUTDOWN_GRACE if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        closing = min(CLOSE_RESERVE, grace * 0.1)
+        notices = min(NOTICE_RESERVE, grace * 0.2)
         self._stopping = True
+        self._accepting = False
+        log.info(
+            "bot_stopping",
+            grace=grace,
+            running=self.answerer.admission.active,
+            queued=self.answerer.admission.queued,
+        )
         if self._socket is not None:
             # Closing (not just disconnecting) also ends auto-reconnect for good; envelopes not
             # yet acked stay with Slack, which redelivers them.
             with contextlib.suppress(Exception):
-                await self._socket.close_async()
-        if self._site is not None:
-            await self._site.stop()
+                await asyncio.wait_for(
+                    self._socket.close_async(),  # type: ignore[no-untyped-call]
+                    timeout=closing,
+                )
+            self._socket = None
         # One turn of the loop: listeners Bolt already scheduled start and register themselves.
         await asyncio.sleep(0)
-        await self.drain()
+        answers = max(0.0, deadline - closing - notices - loop.time())
+        await self.drain(grace=answers, final_grace=notices)
+        await self._close()
+        log.info("bot_stopped", overran=round(max(0.0, loop.time() - deadline), 3))
+
+    async def _close(self) -> None:
+        """Close every connection this instance opened (each only if it was opened)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
         await self.http.aclose()
         if self.slack.session is not None:
             await self.slack.session.close()
-        await self.store.close()
-        log.info("bot_stopped")
+        with contextlib.suppress(Exception):
+            await self.store.close()

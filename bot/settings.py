@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -15,6 +23,16 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "provision": ("POWABASE_URL", "POWABASE_API_KEY"),
     "doctor": (),
 }
+
+
+# The settings whose values are secrets: stripped and checked at load, redacted from logs.
+SECRET_FIELDS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "POWABASE_API_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+)
 
 
 class Settings(BaseSettings):
@@ -48,6 +66,41 @@ class Settings(BaseSettings):
     POWABOT_RUN_TIMEOUT: float = Field(default=300.0, gt=0)
     POWABOT_STALL_NOTICE_AFTER: float = Field(default=8.0, gt=0)
     POWABOT_UPSTREAM_TIMEOUT: float = Field(default=120.0, gt=0)
+
+    # Limits and shutdown (fit Kubernetes' 30 s default grace; Docker needs `stop -t 30`).
+    POWABOT_MAX_IN_FLIGHT: int = Field(default=200, ge=1)
+    POWABOT_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
+
+    @field_validator(*SECRET_FIELDS, "POWABOT_STORE", mode="before")
+    @classmethod
+    def _strip_secret(cls, value: object, info: ValidationInfo) -> object:
+        """Leading/trailing whitespace (a mounted file's newline) is not part of a secret.
+
+        The stripped value is what requests send and what the logs redact (bot/logs.py).
+        """
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        # A token or key never holds whitespace (a store path may: sqlite:///my dir/bot.db).
+        if info.field_name != "POWABOT_STORE" and any(ch.isspace() for ch in value):
+            raise PydanticCustomError(
+                "secret_has_whitespace",
+                "contains whitespace or a line break inside the value; a token or key never"
+                " does (check the file or variable it comes from)",
+            )
+        return value
+
+    @field_validator(*SECRET_FIELDS)
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        """A secret that is set must hold something: a blank one would fail every request."""
+        if value is not None and not value.get_secret_value().strip():
+            raise PydanticCustomError(
+                "blank_secret", "is set but empty; set the real value or remove the variable"
+            )
+        return value
 
     @field_validator("SLACK_API_URL")
     @classmethod
@@ -93,7 +146,7 @@ def load_settings(command: str | None = None, **overrides: object) -> Settings:
         if command is not None:
             # Also name the required variables that are simply absent.
             try:
-                valid = {k: v for k, v in _raw_values().items() if k not in bad}
+                valid: dict[str, Any] = {k: v for k, v in _raw_values().items() if k not in bad}
                 Settings.model_construct(**valid).require(command)
             except ConfigError as missing:
                 problems += [p for p in missing.problems if p.split(" ")[0] not in bad]

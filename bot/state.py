@@ -3,6 +3,12 @@
 `AnswerState.apply(event, now)` is deterministic and does no I/O: give it the same events and
 clock readings and it ends in the same state. The renderer turns this state into Slack payloads;
 the publisher sends them. Nothing here knows about Slack.
+
+Only what the renderer and the trace read is kept, and in bounded sizes: specialists' streamed
+reports are not accumulated (the trace shows their searches, not their text), texts from the
+stream (tasks, queries, result previews) are cut to `FIELD_CHARS`, and at most `MAX_DELEGATIONS`
+delegations and `MAX_TOOL_STEPS` tool steps per list are recorded. Only the answer text itself
+grows with the stream.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from bot.powabase.events import (
 )
 
 DELEGATE_PREFIX = "delegate_to_"
+# Bounds on what one answer keeps of the trace (far above what the trace shows).
+FIELD_CHARS = 1000
+MAX_DELEGATIONS = 50
+MAX_TOOL_STEPS = 100
 
 
 class Phase(enum.StrEnum):
@@ -39,14 +49,25 @@ class Phase(enum.StrEnum):
 class ErrorKind(enum.StrEnum):
     """Why an answer could not be completed; the renderer picks the user's words from this."""
 
-    UNREACHABLE = "unreachable"  # Powabase could not be reached
-    REJECTED = "rejected"  # Powabase answered non-2xx before streaming
-    RUN_FAILED = "run_failed"  # an `error` event, or `complete` with status failed
-    INTERRUPTED = "interrupted"  # stream broke off or ended without `complete`
+    UNAVAILABLE = "unavailable"  # Powabase unreachable or failing: connect error, 5xx, 429
+    MISCONFIGURED = "misconfigured"  # our key or ids are refused (401/403/404): operator must act
+    REJECTED = "rejected"  # Powabase turned this request down (another 4xx)
+    RUN_FAILED = "run_failed"  # an `error` event, or `complete` with a status but completed
+    INTERRUPTED = "interrupted"  # stream broke off, ended without `complete`, or sent junk
     TIMEOUT = "timeout"  # Powabase went silent for too long
     SHUTDOWN = "shutdown"  # the bot is stopping with this answer in flight
     NO_QUESTION = "no_question"  # the message had no text to ask (e.g. only a file)
     INTERNAL = "internal"  # a bug on our side
+
+
+# `error` event codes meaning our own settings are wrong: an unknown orchestration may be
+# reported as an `error` event (HTTP 200, before `start`) instead of a 404.
+MISCONFIGURED_RUN_CODES = frozenset({"not_found"})
+
+
+def run_error_kind(code: str | None) -> ErrorKind:
+    """The kind of a run that ended with an `error` event carrying ``code``."""
+    return ErrorKind.MISCONFIGURED if code in MISCONFIGURED_RUN_CODES else ErrorKind.RUN_FAILED
 
 
 @dataclass(frozen=True)
@@ -93,11 +114,15 @@ class Delegation:
     steps: int | None = None
     usage: dict[str, Any] | None = None
     tool_calls: list[ToolStep] = field(default_factory=list)
-    report: str = ""  # the specialist's streamed report to the coordinator
 
     @property
     def duration_s(self) -> float | None:
         return None if self.completed_at is None else self.completed_at - self.started_at
+
+
+def _bounded(text: str | None) -> str | None:
+    """``text`` cut to `FIELD_CHARS` characters (the trace shortens further when it shows it)."""
+    return text[:FIELD_CHARS] if text else text
 
 
 def _query_of(arguments: Any) -> str | None:
@@ -105,10 +130,10 @@ def _query_of(arguments: Any) -> str | None:
         for key in ("query", "q", "question", "task", "search"):
             value = arguments.get(key)
             if isinstance(value, str) and value:
-                return value
+                return _bounded(value)
         return None
     if isinstance(arguments, str) and arguments:
-        return arguments
+        return _bounded(arguments)
     return None
 
 
@@ -129,6 +154,7 @@ class AnswerState:
     steps: int | None = None
     error: AnswerError | None = None
     stalled: bool = False
+    queued: bool = False  # waiting for a free answer slot (POWABOT_MAX_IN_FLIGHT): "in line"
     ended_at: float | None = None
     unknown_events: int = 0
     _open: dict[str, Delegation] = field(default_factory=dict, repr=False)
@@ -158,17 +184,22 @@ class AnswerState:
                 self.run_id = event.run_id or self.run_id
                 self.session_id = event.session_id or self.session_id
             case DelegationStartedEvent():
-                d = Delegation(event.agent, event.task, event.child_execution_id, started_at=now)
-                self.delegations.append(d)
-                self._open[event.child_execution_id or f"{event.agent}#{len(self.delegations)}"] = d
+                agent = _bounded(event.agent) or ""
+                task, child = _bounded(event.task), _bounded(event.child_execution_id)
+                started = Delegation(agent, task, child, started_at=now)
+                if len(self.delegations) < MAX_DELEGATIONS:
+                    self.delegations.append(started)
+                if len(self._open) >= MAX_DELEGATIONS:  # never closed: forget the oldest
+                    del self._open[next(iter(self._open))]
+                self._open[child or f"{agent}#{len(self.delegations)}"] = started
                 if self.phase is Phase.WORKING:
-                    self.activity = Activity(ActivityKind.DELEGATING, agent=event.agent)
+                    self.activity = Activity(ActivityKind.DELEGATING, agent=agent)
             case DelegationCompletedEvent():
-                key = event.child_execution_id
+                key = _bounded(event.child_execution_id)
                 d = self._open.pop(key, None) if key else None
                 if d is None:  # match by agent when ids are missing
                     for k, candidate in list(self._open.items()):
-                        if candidate.agent == event.agent:
+                        if candidate.agent == _bounded(event.agent):
                             d = self._open.pop(k)
                             break
                 if d is not None:
@@ -179,29 +210,32 @@ class AnswerState:
             case ToolCallEvent():
                 if event.tool_name.startswith(DELEGATE_PREFIX):
                     return  # the delegation_started event tells the same story with more detail
-                step = ToolStep(event.tool_name, event.call_id, _query_of(event.arguments))
-                if event.call_id:
-                    self._calls[event.call_id] = step
+                tool = _bounded(event.tool_name) or ""
+                step = ToolStep(tool, _bounded(event.call_id), _query_of(event.arguments))
                 current = self._current_delegation()
-                (current.tool_calls if current else self.coordinator_tools).append(step)
+                steps = current.tool_calls if current else self.coordinator_tools
+                if len(steps) < MAX_TOOL_STEPS:
+                    steps.append(step)
+                    if step.call_id:
+                        self._calls[step.call_id] = step
                 if self.phase is Phase.WORKING:
                     searching = "search" in event.tool_name or "knowledge" in event.tool_name
                     self.activity = Activity(
                         ActivityKind.SEARCHING if searching else ActivityKind.TOOL,
                         agent=current.agent if current else None,
                         query=step.query,
-                        tool=event.tool_name,
+                        tool=tool,
                     )
             case ToolResultEvent():
-                found = self._calls.get(event.call_id) if event.call_id else None
+                call_id = _bounded(event.call_id)
+                found = self._calls.pop(call_id, None) if call_id else None
                 if found is not None:
-                    found.result_preview = event.result_preview
+                    found.result_preview = _bounded(event.result_preview)
                     found.duration_ms = event.duration_ms
             case ContentDeltaEvent():
-                current = self._current_delegation()
-                if current is not None:
-                    current.report += event.delta
-                elif event.delta:
+                # Inside a delegation it is the specialist's report to the coordinator: not the
+                # answer, and not kept (nothing shows it).
+                if event.delta and self._current_delegation() is None:
                     self.text += event.delta
                     self.phase = Phase.STREAMING
                     self.activity = None
@@ -220,14 +254,15 @@ class AnswerState:
                 self.steps = event.steps or self.steps
                 self.activity = None
                 self.ended_at = now
-                if event.status == "failed":
-                    detail = str(event.error or "run failed")
+                if not event.succeeded:
+                    error = f": {event.error}" if event.error else ""
+                    detail = f"run ended with status {event.status!r}{error}"[:FIELD_CHARS]
                     self.error = AnswerError(ErrorKind.RUN_FAILED, detail)
                     self.phase = Phase.FAILED
                 else:
                     self.phase = Phase.DONE
             case ErrorEvent():
-                self.fail(ErrorKind.RUN_FAILED, event.message, now)
+                self.fail(run_error_kind(event.code), event.message[:FIELD_CHARS], now)
             case _:
                 if event.event not in ("orchestration_started", "step_started", "step_completed"):
                     self.unknown_events += 1

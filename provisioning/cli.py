@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from bot.errors import ConfigError, ProvisioningError
+from bot.powabase.client import make_http_client
 from bot.settings import Settings, load_settings
 from provisioning.api import PowabaseCallError
 from provisioning.apply import provision
@@ -110,14 +111,11 @@ def _questions(args: argparse.Namespace, spec: Spec) -> list[EvalItem]:
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
-    """The one client for every call of a run: base URL, both auth headers, generous timeouts."""
+    """The one client for every call of a run: the bot's Powabase httpx client (base URL, both
+    auth headers), waiting up to two minutes for an answer."""
     assert settings.POWABASE_API_KEY is not None
     key = settings.POWABASE_API_KEY.get_secret_value()
-    return httpx.AsyncClient(
-        base_url=settings.powabase_url,
-        headers={"apikey": key, "Authorization": f"Bearer {key}"},
-        timeout=httpx.Timeout(30.0, read=120.0),
-    )
+    return make_http_client(settings.powabase_url, key, idle_timeout=120.0)
 
 
 async def _run(

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from functools import partial
+from typing import TypeVar, cast
 
-from provisioning.api import PowabaseAdmin, RemoteEntity, RemoteSource
+from provisioning.api import (
+    PowabaseAdmin,
+    RemoteAgent,
+    RemoteEntity,
+    RemoteKnowledgeBase,
+    RemoteOrchestration,
+    RemoteSource,
+)
 from provisioning.plan import RemoteState
 from provisioning.spec import Spec
 from provisioning.tasks import gather_or_cancel
@@ -32,11 +40,14 @@ async def observe(
 
     kb_names = [kb.name for kb in spec.knowledge_bases]
     agent_names = [agent.name for agent in spec.agents]
-    kb_found, agent_found, orch_found = await gather_or_cancel(
-        gather_or_cancel(*(limited(lambda n=n: admin.find_knowledge_bases(n)) for n in kb_names)),
-        gather_or_cancel(*(limited(lambda n=n: admin.find_agents(n)) for n in agent_names)),
-        admin.find_orchestrations(spec.orchestration.name),
+    found_lists = await gather_or_cancel(
+        gather_or_cancel(*(limited(partial(admin.find_knowledge_bases, n)) for n in kb_names)),
+        gather_or_cancel(*(limited(partial(admin.find_agents, n)) for n in agent_names)),
+        gather_or_cancel(admin.find_orchestrations(spec.orchestration.name)),
     )
+    kb_found = cast(list[list[RemoteKnowledgeBase]], found_lists[0])
+    agent_found = cast(list[list[RemoteAgent]], found_lists[1])
+    orch_found = cast(list[list[RemoteOrchestration]], found_lists[2])[0]
     kbs = {
         name: kb
         for name, found in zip(kb_names, kb_found, strict=True)
@@ -53,17 +64,20 @@ async def observe(
         ids = await limited(lambda: admin.knowledge_base_source_ids(kb_id))
         return list(
             await gather_or_cancel(
-                *(limited(lambda s=s: admin.get_source(s)) for s in dict.fromkeys(ids))
+                *(limited(partial(admin.get_source, s)) for s in dict.fromkeys(ids))
             )
         )
 
-    kb_sources_list, agent_kbs_list, entities = await gather_or_cancel(
+    lists = await gather_or_cancel(
         gather_or_cancel(*(attached_sources(kb.id) for kb in kbs.values())),
         gather_or_cancel(
-            *(limited(lambda a=a: admin.agent_knowledge_base_ids(a.id)) for a in agents.values())
+            *(limited(partial(admin.agent_knowledge_base_ids, a.id)) for a in agents.values())
         ),
-        admin.list_entities(orchestration.id) if orchestration else _nothing(),
+        gather_or_cancel(admin.list_entities(orchestration.id) if orchestration else _nothing()),
     )
+    kb_sources_list = cast(list[list[RemoteSource]], lists[0])
+    agent_kbs_list = cast(list[set[str]], lists[1])
+    entities = cast(list[list[RemoteEntity]], lists[2])[0]
     state = RemoteState(
         knowledge_bases=kbs,
         kb_sources=dict(zip(kbs, kb_sources_list, strict=True)),

@@ -99,8 +99,9 @@ revoke insert, update on public.chat_sessions from authenticated;
 -- RLS does not apply to TRUNCATE; PostgREST never issues it, so nothing the web app uses is lost.
 revoke truncate, references, trigger on public.chat_sessions from anon, authenticated;
 grant select, delete on public.chat_sessions to authenticated;
+-- agent_session_id is insert-only for web users: 007 explains why.
 grant insert (id, user_id, agent_session_id, title, created_at, updated_at),
-      update (user_id, agent_session_id, title, created_at, updated_at)
+      update (user_id, title, created_at, updated_at)
     on public.chat_sessions to authenticated;
 grant select, insert, update, delete on public.chat_sessions to service_role;
 

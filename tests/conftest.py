@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_CONTENT = REPO / "seed-content"
@@ -24,6 +25,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield
+    # structlog's configuration is process-wide: a test that configured it (or used
+    # capture_logs, which configures it too) must not change what the next test's code logs.
+    structlog.reset_defaults()
 
 
 @pytest.fixture
@@ -64,6 +68,7 @@ def bot_settings(slack: Any, powabase: Any, tmp_path: Path, **extra: Any) -> Any
         "POWABOT_STORE": f"sqlite:///{tmp_path / 'sessions.db'}",
         "POWABOT_EDIT_INTERVAL": 0.05,
         "LOG_FORMAT": "console",
+        "PORT": 0,  # health and metrics on a free port (both modes serve them)
     }
     values.update(extra)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -2,7 +2,13 @@
 
 httpx-sse turns bytes into SSE frames; `parse_event` turns frames into typed events. Every httpx /
 httpx-sse exception is translated into the `UpstreamError` tree by `_upstream_error`, the one
-place where they can surface.
+place where they can surface. `open_powabase(settings)` is the one place a client is built: it
+owns its httpx client, closed by `PowabaseClient.aclose()`.
+
+httpx-sse buffers a line until its newline comes, so an upstream that sends one enormous frame
+(or never a newline) would grow memory without bound: `FrameSizeGuard` watches the text on its
+way to httpx-sse and ends the stream with `UpstreamStreamError` once one frame passes
+`MAX_FRAME_CHARS`.
 
 A run that fails before Powabase accepted it (a proxy's 429/502/503, a refused or reset
 connection) is retried with backoff. Once a 2xx answer arrived the run exists upstream (the
@@ -15,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import structlog
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import EventSource, SSEError, aconnect_sse
 
 from bot.errors import (
     UpstreamConnectError,
@@ -33,9 +41,15 @@ from bot.errors import (
 from bot.powabase.events import CompleteEvent, ErrorEvent, StreamEvent, parse_event
 from bot.retry import parse_retry_after, retry_delay
 
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
 log = structlog.get_logger(__name__)
 
 BODY_EXCERPT = 300
+# The longest one SSE frame may be, in characters. The largest real frame is `complete` (or
+# `chunk`) carrying the whole answer: tens of kilobytes at most.
+MAX_FRAME_CHARS = 1 << 20
 # Answers a reverse proxy (or an overloaded backend) gives when the question never got through;
 # worth a retry. Not 504: the proxy forwarded it and stopped waiting, so the run may exist.
 RETRYABLE_STATUSES = frozenset({429, 502, 503})
@@ -74,6 +88,75 @@ def make_http_client(
         transport=transport,
         trust_env=False,
     )
+
+
+def open_powabase(
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> PowabaseClient:
+    """The bot's Powabase client, built from settings; it owns its httpx client (`aclose()`).
+
+    ``http`` replaces the httpx client built here (and is then owned, and closed, the same way);
+    ``transport`` lets tests put an httpx transport under the client built here.
+    """
+    key = settings.POWABASE_API_KEY.get_secret_value() if settings.POWABASE_API_KEY else ""
+    http = http or make_http_client(
+        settings.powabase_url,
+        key,
+        idle_timeout=settings.POWABOT_UPSTREAM_TIMEOUT,
+        transport=transport,
+    )
+    return PowabaseClient(http, settings.POWABASE_ORCHESTRATION_ID or "", owns_http=True)
+
+
+class FrameSizeGuard:
+    """Counts the characters of the SSE frame being received; raises past ``limit``.
+
+    Frames end at a blank line (two line breaks in a row: LF, CR or CRLF, possibly split across
+    reads). Pure: `feed` each piece of decoded text, in order, before it reaches the decoder.
+    """
+
+    _BLANK_LINE = re.compile(r"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+
+    def __init__(self, limit: int = MAX_FRAME_CHARS) -> None:
+        self.limit = limit
+        self.size = 0  # characters since the last frame boundary
+        self._tail = ""  # the last two characters seen, for boundaries split across reads
+
+    def feed(self, text: str) -> None:
+        scan = self._tail + text
+        boundary = max((m.end() for m in self._BLANK_LINE.finditer(scan)), default=None)
+        self.size = self.size + len(text) if boundary is None else len(scan) - boundary
+        self._tail = scan[-2:]
+        if self.size > self.limit:
+            raise UpstreamStreamError(
+                f"Powabase sent an SSE frame longer than {self.limit} characters"
+            )
+
+
+class _GuardedBody:
+    """What httpx-sse's EventSource reads of a response, size-checked on the way through.
+
+    httpx-sse 0.4 (pinned below 0.5) reads exactly these two: ``headers`` for the content type
+    and ``aiter_text()`` for the body; tests/powabase covers both through the real client.
+    """
+
+    def __init__(self, response: httpx.Response, guard: FrameSizeGuard) -> None:
+        self.headers = response.headers
+        self._response = response
+        self._guard = guard
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        async for text in self._response.aiter_text():
+            self._guard.feed(text)
+            yield text
+
+
+def _guarded_frames(response: httpx.Response, limit: int) -> EventSource:
+    """An EventSource over ``response`` that gives up on a frame longer than ``limit``."""
+    return EventSource(cast(httpx.Response, _GuardedBody(response, FrameSizeGuard(limit))))
 
 
 def _upstream_error(exc: Exception, url: str, attempts: int = 1) -> UpstreamError:
@@ -125,7 +208,8 @@ class PowabaseClient:
 
     ``attempts`` bounds how often a run that failed before its first event is tried in all;
     ``backoff`` is the first pause between attempts (doubling, jittered) and ``max_delay`` caps
-    every pause, including one asked for by `Retry-After`.
+    every pause, including one asked for by `Retry-After`. ``max_frame_chars`` caps one SSE
+    frame. With ``owns_http`` the client closes ``http`` in `aclose()`.
     """
 
     def __init__(
@@ -136,6 +220,8 @@ class PowabaseClient:
         attempts: int = 3,
         backoff: float = 0.5,
         max_delay: float = 8.0,
+        max_frame_chars: int = MAX_FRAME_CHARS,
+        owns_http: bool = False,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"PowabaseClient attempts must be at least 1, got {attempts}")
@@ -146,18 +232,26 @@ class PowabaseClient:
         self.attempts = attempts
         self.backoff = backoff
         self.max_delay = max_delay
+        self.max_frame_chars = max_frame_chars
+        self.owns_http = owns_http
+
+    async def aclose(self) -> None:
+        """Close the httpx client if this client owns it (see `open_powabase`)."""
+        if self.owns_http:
+            await self.http.aclose()
 
     def run_path(self) -> str:
         return f"/api/orchestrations/{self.orchestration_id}/run/stream"
 
     async def stream_run(
         self, message: str, session_id: str | None = None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield every event of one run; raise an UpstreamError unless it ends with `complete`.
 
-        A failed run (`error` event or `complete` with status failed) is yielded first, so the
-        caller's state shows it, and then raised as UpstreamRunError. Failures before the first
-        event are retried (see the class docstring); later ones are raised at once.
+        A failed run (`error` event, or `complete` with any status but "completed") is yielded
+        first, so the caller's state shows it, and then raised as UpstreamRunError. Failures
+        before the first event are retried (see the class docstring); later ones are raised at
+        once.
         """
         path = self.run_path()
         body = {"message": message, "session_id": session_id}
@@ -173,7 +267,8 @@ class PowabaseClient:
                         if response.status_code >= 300:
                             raise self._status_error(response, await response.aread(), path)
                         accepted = True
-                        async with contextlib.aclosing(source.aiter_sse()) as frames:
+                        guarded = _guarded_frames(response, self.max_frame_chars)
+                        async with contextlib.aclosing(guarded.aiter_sse()) as frames:
                             async for sse in frames:
                                 sse_name = sse.event if sse.event != "message" else None
                                 event = parse_event(sse_name, sse.data)
@@ -209,8 +304,9 @@ class PowabaseClient:
                 raise UpstreamStreamError("Powabase stream ended without a `complete` event")
             case ErrorEvent():
                 raise UpstreamRunError(terminal.message, terminal.code)
-            case CompleteEvent(status="failed"):
-                raise UpstreamRunError(str(terminal.error or "run failed"))
+            case CompleteEvent() if not terminal.succeeded:
+                error = f": {terminal.error}" if terminal.error else ""
+                raise UpstreamRunError(f"run ended with status {terminal.status!r}{error}")
 
     @staticmethod
     def _status_error(response: httpx.Response, raw: bytes, path: str) -> Exception:

@@ -127,6 +127,9 @@ class ChunkEvent(StreamEvent):
 
 
 class CompleteEvent(StreamEvent):
+    """The run's end. Only status "completed" is an answer; "failed" (with ``error``),
+    "cancelled", "timeout" or anything else is a run that ended without one."""
+
     name: ClassVar[str] = "complete"
     run_id: str | None = None
     session_id: str | None = None
@@ -135,6 +138,11 @@ class CompleteEvent(StreamEvent):
     steps: int | None = None
     usage: dict[str, Any] | None = None
     error: Any = None
+
+    @property
+    def succeeded(self) -> bool:
+        """The run finished with an answer (status "completed")."""
+        return self.status.strip().lower() == "completed"
 
 
 class ErrorEvent(StreamEvent):

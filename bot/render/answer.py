@@ -7,18 +7,24 @@ characters are available (a section block would cap at 3,000).
 Decorations (typing indicator, "still working" note, failure notice) only ever touch the last
 message, and every message keeps room for the longest of them, so the split of the answer text is
 the same in every phase: finishing or failing never reshuffles earlier messages.
+
+An answer gets at most ``MAX_ANSWER_MESSAGES`` messages: past that the last one ends with the
+``TRUNCATED`` note (what happened and what to do). That last message always keeps room for the
+note, so the cut, like every other split, never changes text already shown.
 """
 
 from __future__ import annotations
 
 from bot.render.labels import agent_object, agent_subject, shorten
+from bot.render.links import guard_markdown
 from bot.render.message import SlackMessage
 from bot.render.mrkdwn import to_mrkdwn
 from bot.render.safety import escape, plain
-from bot.render.split import split_markdown
+from bot.render.split import is_grapheme_boundary, split_markdown
 from bot.state import Activity, ActivityKind, AnswerState, ErrorKind, Phase
 
 PLACEHOLDER = ":hourglass_flowing_sand: Looking into it…"
+IN_LINE = ":hourglass: You're in line — I'll start on this in a moment."
 TYPING = " …"
 STILL_WORKING = "_Still working on it, thanks for your patience…_"
 PARTIAL = "What you see above is partial."
@@ -29,13 +35,17 @@ EMPTY_ANSWER = (
 
 # What happened, and what the user can do about it. Never the raw error detail.
 NOTICES: dict[ErrorKind, tuple[str, str]] = {
-    ErrorKind.UNREACHABLE: (
-        "I couldn't reach the support system, so I can't answer this right now.",
+    ErrorKind.UNAVAILABLE: (
+        "I'm having trouble reaching the support system right now.",
         "Please try again in a few minutes, or contact the support team if it's urgent.",
     ),
+    ErrorKind.MISCONFIGURED: (
+        "I'm not set up correctly right now; the team has been told.",
+        "Until it's fixed, please contact the support team directly.",
+    ),
     ErrorKind.REJECTED: (
-        "The support system turned this request down, so I can't answer it right now.",
-        "Please contact the support team directly; they can help you.",
+        "The support system turned this request down, so I can't answer it.",
+        "Please try rephrasing your question; if that doesn't help, contact the support team.",
     ),
     ErrorKind.RUN_FAILED: (
         "Something went wrong while the answer was being prepared.",
@@ -47,7 +57,7 @@ NOTICES: dict[ErrorKind, tuple[str, str]] = {
     ),
     ErrorKind.TIMEOUT: (
         "The support system took too long to answer.",
-        "Please ask again; if it keeps happening, contact the support team.",
+        "Please try again in a few minutes; if it keeps happening, contact the support team.",
     ),
     ErrorKind.SHUTDOWN: (
         "I'm restarting and couldn't finish this answer.",
@@ -85,7 +95,16 @@ RESERVE = max(
     len(STILL_WORKING) + 2,
     *(len(notice(kind, partial=True)) + 2 for kind in ErrorKind),
 )
-MIN_MAX_CHARS = RESERVE + 200
+# At most this many messages per answer; the last one then ends with TRUNCATED (and keeps the
+# room for it, so the cut never reshuffles what is above it).
+MAX_ANSWER_MESSAGES = 5
+TRUNCATED = (
+    ":scissors: _This answer was too long to show in Slack, so it stops here._ "
+    "Ask me about one part at a time (name the step or section you need) to see the rest."
+)
+MIN_MAX_CHARS = RESERVE + len(TRUNCATED) + 2 + 200
+# Native streaming sends Markdown into one message: about as much as MAX_ANSWER_MESSAGES show.
+NATIVE_MAX_CHARS = MAX_ANSWER_MESSAGES * 3000
 
 
 def activity_text(activity: Activity | None) -> str:
@@ -117,7 +136,7 @@ def status_text(state: AnswerState) -> str:
     if state.phase is Phase.STREAMING:
         return "Writing the answer…"
     if state.phase is Phase.WAITING:
-        return "Looking into it…"
+        return "You're in line…" if state.queued else "Looking into it…"
     return plain(activity_text(state.activity))
 
 
@@ -126,16 +145,20 @@ def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMes
     if max_chars < MIN_MAX_CHARS:
         raise ValueError(f"render_answer: max_chars must be ≥ {MIN_MAX_CHARS}, got {max_chars}")
     has_text = bool(state.text.strip())
-    if not has_text and state.phase in (Phase.WAITING, Phase.WORKING):
+    if not has_text and not state.finished:  # also a stream whose first delta was whitespace
         return [SlackMessage(_status_line(state))]
     text = state.text if state.finished else hold_back_open_span(state.text)
-    chunks = answer_chunks(text, max_chars - RESERVE) if has_text else []
+    chunks, truncated = answer_chunks(text, max_chars - RESERVE) if has_text else ([], False)
+    if truncated:
+        chunks[-1] += f"\n\n{TRUNCATED}"
     if state.phase is Phase.DONE:
         chunks = chunks or [EMPTY_ANSWER]
     elif state.phase is Phase.FAILED:
         kind = state.error.kind if state.error else ErrorKind.INTERNAL
         tail = notice(kind, partial=has_text)
         chunks = [*chunks[:-1], f"{chunks[-1]}\n\n{tail}"] if chunks else [tail]
+    elif truncated:
+        pass  # what is shown is final: no typing indicator or "still working" under the cut
     elif state.stalled:
         chunks[-1] += f"\n\n{STILL_WORKING}"
     else:
@@ -162,15 +185,63 @@ def hold_back_open_span(markdown: str) -> str:
     return markdown[: line_start + cut]
 
 
-def answer_chunks(markdown: str, budget: int) -> list[str]:
-    """The answer text converted and split into ≤ ``budget``-character mrkdwn chunks."""
-    pieces = split_markdown(markdown, budget, to_mrkdwn)
-    return [to_mrkdwn(piece.markdown(markdown)) or "…" for piece in pieces]
+def answer_chunks(markdown: str, budget: int) -> tuple[list[str], bool]:
+    """The answer text converted and split into ≤ ``budget``-character mrkdwn chunks, at most
+    ``MAX_ANSWER_MESSAGES`` of them; and whether the text was cut short to fit them.
+
+    The last possible chunk always keeps room for ``TRUNCATED``, so the cut is stable: chunks
+    never change once text follows them, and the last one stops growing once it overflows."""
+    pieces = split_markdown(
+        markdown,
+        budget,
+        to_mrkdwn,
+        max_pieces=MAX_ANSWER_MESSAGES,
+        last_budget=budget - len(TRUNCATED) - 2,
+    )
+    truncated = pieces[-1].end < len(markdown)
+    return [to_mrkdwn(piece.markdown(markdown)) or "…" for piece in pieces], truncated
 
 
 def _status_line(state: AnswerState) -> str:
     if state.phase is Phase.WAITING or state.activity is None:
-        line = PLACEHOLDER
+        line = IN_LINE if state.queued and state.phase is Phase.WAITING else PLACEHOLDER
     else:
         line = f"{_ICONS[state.activity.kind]} {escape(activity_text(state.activity))}"
     return f"{line}\n{STILL_WORKING}" if state.stalled else line
+
+
+def answer_markdown(markdown: str, *, max_chars: int = NATIVE_MAX_CHARS) -> str:
+    """The answer as Markdown for native streaming (Slack renders it): links that could deceive
+    broken into text (:func:`bot.render.links.guard_markdown`), mention syntax broken, and past
+    ``max_chars`` cut after the last whitespace and ended with ``TRUNCATED``.
+
+    Append-only as the text grows: native streaming sends text up to its last whitespace, and the
+    cut is the last whitespace of the first ``max_chars`` characters, so everything already sent
+    is kept as it was, and once chosen the cut never moves.
+    """
+    if len(markdown) <= max_chars:
+        return plain(guard_markdown(markdown))
+    head = markdown[:max_chars]
+    cut = max(head.rfind(" "), head.rfind("\n")) + 1
+    if cut == 0:  # one endless word: nothing of it was sent yet
+        cut = max_chars
+        while cut > 0 and not is_grapheme_boundary(markdown, cut):
+            cut -= 1
+    kept = markdown[:cut]
+    fence = _open_fence(kept)
+    if fence:  # close the code block the cut left open, so the note shows as text
+        kept += ("" if kept.endswith("\n") else "\n") + fence
+    return plain(guard_markdown(kept)) + f"\n\n{TRUNCATED}\n"
+
+
+def _open_fence(markdown: str) -> str:
+    """The fence (```` ``` ```` or ``~~~`` run) of a code block still open at the end, or ""."""
+    fence = ""
+    for line in markdown.split("\n"):
+        body = line.strip()
+        run = body[: len(body) - len(body.lstrip(body[:1]))] if body[:1] in ("`", "~") else ""
+        if not fence and len(run) >= 3:
+            fence = run
+        elif fence and run.startswith(fence) and body == run:
+            fence = ""
+    return fence

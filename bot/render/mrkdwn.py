@@ -8,7 +8,10 @@ rendered on its own; no regex runs over the whole text. Choices Slack forces on 
   dropped (Slack would show it as the first code line);
 * ``[label](url)`` → ``<url|label>`` for http(s)/mailto only; other targets (relative paths, odd
   schemes such as ``!channel``) are shown as ``label (target)`` text; images become links;
-  autolinks become ``<url>``; bare URLs stay text (Slack links them itself);
+  autolinks become ``<url>``; bare URLs stay text (Slack links them itself); a label that names
+  another host than the target's (:mod:`bot.render.links`) is shown as ``label (<url>)``, never
+  as a link hiding its target; Slack's own ``<url|label>`` in model text gets the same rule
+  (with a space in the label it is not an autolink, and shows as escaped text);
 * lists use ``•``/``◦``/``▪`` per level (4 spaces of indent per level), ordered lists keep their
   numbers; block quotes get ``> `` on every line; tables become an aligned monospace block;
   ``---`` becomes a line of box-drawing characters; raw HTML is shown escaped, never interpreted;
@@ -27,6 +30,7 @@ from functools import lru_cache
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
+from bot.render.links import deceives
 from bot.render.safety import defuse, escape, escape_url
 
 _md = (
@@ -164,12 +168,25 @@ def _inline(node: SyntaxTreeNode, bold: bool) -> str:
         inner = _inline_of(node, bold=bold)
         return f"~{inner}~" if inner else ""
     if kind == "link":
-        return _link(str(node.attrs.get("href", "")), _plain_of(node), node.markup == "autolink")
+        if node.markup == "autolink":
+            return _autolink(str(node.attrs.get("href", "")), _plain_of(node))
+        return _link(str(node.attrs.get("href", "")), _plain_of(node), False)
     if kind == "image":
         return _link(str(node.attrs.get("src", "")), _plain_of(node), False)
     if kind == "html_inline":
         return escape(node.content)
     return _inline_of(node, bold=bold) if node.children else escape(node.content)
+
+
+def _autolink(href: str, raw: str) -> str:
+    """``<url>``; Slack's ``<url|label>`` written by the model is read as what it means."""
+    url, bar, label = raw.partition("|")
+    if not bar:
+        return _link(href, raw, True)
+    href = _md.normalizeLink(url)
+    if not _md.validateLink(href):
+        return escape(raw)
+    return _link(href, label, False)
 
 
 def _link(href: str, label: str, autolink: bool) -> str:
@@ -180,6 +197,8 @@ def _link(href: str, label: str, autolink: bool) -> str:
     url = escape_url(href)
     if autolink or not label or label == href:
         return f"<{url}>"
+    if deceives(label, href):
+        return f"{escape(label.strip())} (<{url}>)"
     return f"<{url}|{escape(label)}>"
 
 

@@ -34,7 +34,7 @@ from itertools import accumulate
 
 PIECE_OVERHEAD = 16  # a closing fence markdown-it adds to an unclosed block, and similar
 _LINE_EXTRA = 4  # per newline: lazy blockquote markers, list renumbering, fence lines
-_EXTRA = {"&": 4, "<": 3, ">": 3, "@": 1, "|": 11}
+_EXTRA = {"&": 4, "<": 3, ">": 3, "@": 1, "|": 11, "]": 1}  # "]": a link may become "label (<url>)"
 
 _OPEN = re.compile(r"[ \t]*(`{3,}|~{3,})(.*)")
 _ZWJ = "\u200d"
@@ -152,13 +152,33 @@ def _jamo(ch: str) -> bool:
 
 
 def split_markdown(
-    source: str, budget: int, render: Callable[[str], str] | None = None
+    source: str,
+    budget: int,
+    render: Callable[[str], str] | None = None,
+    *,
+    max_pieces: int | None = None,
+    last_budget: int | None = None,
 ) -> list[Piece]:
-    """Pieces covering ``source`` in order; each renders (via ``render``) to ≤ ``budget`` chars."""
-    if budget < 64:
-        raise ValueError(f"split_markdown: budget must be at least 64 characters, got {budget}")
+    """Pieces covering ``source`` in order; each renders (via ``render``) to ≤ ``budget`` chars.
+
+    With ``max_pieces``, at most that many pieces are cut, the last of them to ``last_budget``
+    (default ``budget``): the pieces then cover a prefix of ``source`` when it is too long
+    (``pieces[-1].end < len(source)``). The cut is as stable as any other: the last piece only
+    ever grows until the text overflows it, then stays as it is. Only the first
+    ``max_pieces × budget`` characters are looked at (no piece holds more), so the work stays
+    bounded however long the source grows.
+    """
+    if budget < 64 or (last_budget is not None and last_budget < 64):
+        raise ValueError(
+            f"split_markdown: budgets must be at least 64 characters, got {budget}/{last_budget}"
+        )
+    if max_pieces is not None and max_pieces < 1:
+        raise ValueError(f"split_markdown: max_pieces must be at least 1, got {max_pieces}")
     if not source:
         return [Piece(0, 0)]
+    full = source
+    if max_pieces is not None and len(source) > max_pieces * budget + 1:
+        source = source[: max_pieces * budget + 1]  # a piece covers ≤ budget characters
     weights = _weights(source)
     prefix = [0, *accumulate(weights)]
     lines = _scan(source)
@@ -175,23 +195,28 @@ def split_markdown(
         line = lines[bisect_right(starts, pos) - 1]
         return None if line.kind == "open" else line.fence
 
-    def fits(piece: Piece) -> bool:
-        if render is None:
-            return True
-        return len(render(piece.markdown(source))) <= budget
-
     pieces: list[Piece] = []
     pos = 0
     while pos < len(source):
+        final = max_pieces is not None and len(pieces) == max_pieces - 1
+        limit = last_budget if final and last_budget is not None else budget
+
+        def fits(piece: Piece, limit: int = limit) -> bool:
+            if render is None:
+                return True
+            return len(render(piece.markdown(full))) <= limit
+
         opener = fence_at(pos)
         reopen = opener + "\n" if opener else ""
         last = Piece(pos, len(source), reopen)
-        if cost(pos, len(source), reopen) <= budget and fits(last):
+        if len(source) == len(full) and cost(pos, len(source), reopen) <= limit and fits(last):
             pieces.append(last)
             break
-        piece = _best_cut(source, pos, reopen, lines, budget, cost, fence_at, fits)
+        piece = _best_cut(source, pos, reopen, lines, limit, cost, fence_at, fits)
         pieces.append(piece)
         pos = piece.end
+        if final:
+            break
     return pieces
 
 

@@ -12,7 +12,9 @@ Shape (``style="container"``, the default), one or more messages, each::
 
 Limits kept: ≤ 10 child blocks and ≤ ``CHARS_PER_MESSAGE`` characters per container, ≤ 50 blocks
 (containers + children) and ≤ ``CHARS_PER_MESSAGE`` characters per message, section text ≤ 3,000,
-title and subtitle ≤ 150. A long trace simply becomes more containers and more messages.
+title and subtitle ≤ 150. A long trace becomes more containers and more messages, but never more
+than ``MAX_TRACE_MESSAGES`` (per style): past that, or past ``MAX_DELEGATIONS_SHOWN`` specialist
+runs, the last runs are left out and a line says how many.
 
 ``style="attachment"`` is the fallback for a Slack that answers ``invalid_blocks``: the same
 lines in one legacy attachment per message (``color``, ``title``, ``text``, ``footer``), which
@@ -43,6 +45,9 @@ TASK_LIMIT = 300
 QUERY_LIMIT = 120
 PREVIEW_LIMIT = 200
 AGENTS_IN_SUMMARY = 3
+# At most this many trace messages per answer, by style (an attachment holds far less).
+MAX_TRACE_MESSAGES: dict[TraceStyle, int] = {"container": 3, "attachment": 6}
+MAX_DELEGATIONS_SHOWN = 30
 
 COLORS = {"ok": "#2EB67D", "warn": "#ECB22E", "bad": "#E01E5A"}
 _STATUS_ICONS = {
@@ -59,11 +64,14 @@ def render_trace(state: AnswerState, style: TraceStyle = "container") -> list[Sl
         raise ValueError(f"render_trace: style must be 'container' or 'attachment', got {style!r}")
     if not state.delegations and not state.coordinator_tools:
         return []
-    parts = _parts(state)
     summary = summary_text(state)
-    if style == "attachment":
-        return _as_attachments(state, parts, summary)
-    return _as_containers(state, parts, summary)
+    carry = _as_attachments if style == "attachment" else _as_containers
+    shown = min(len(state.delegations), MAX_DELEGATIONS_SHOWN)
+    while True:
+        messages = carry(state, _parts(state, shown), summary)
+        if len(messages) <= MAX_TRACE_MESSAGES[style] or shown == 0:
+            return messages
+        shown -= 1
 
 
 def summary_text(state: AnswerState) -> str:
@@ -80,8 +88,9 @@ def summary_text(state: AnswerState) -> str:
 # --- the trace's parts, each one child block / one paragraph -------------------------------------
 
 
-def _parts(state: AnswerState) -> list[tuple[str, str]]:
-    """(kind, mrkdwn) pairs in reading order; kind is "context" or "section"."""
+def _parts(state: AnswerState, shown: int) -> list[tuple[str, str]]:
+    """(kind, mrkdwn) pairs in reading order; kind is "context" or "section". Only the first
+    ``shown`` delegations get a section; a context line counts the rest."""
     parts: list[tuple[str, str]] = []
     agents = list(dict.fromkeys(d.agent for d in state.delegations))
     routed = (
@@ -92,8 +101,10 @@ def _parts(state: AnswerState) -> list[tuple[str, str]]:
     parts.append(("context", f":compass: *Coordinator* {escape(routed)}"))
     if state.coordinator_tools:
         parts.append(("section", _steps_section("*Coordinator tools*", state.coordinator_tools)))
-    for number, delegation in enumerate(state.delegations, start=1):
+    for number, delegation in enumerate(state.delegations[:shown], start=1):
         parts.append(("section", _delegation_section(number, delegation)))
+    if hidden := len(state.delegations) - shown:
+        parts.append(("context", f"_…and {count(hidden, 'more specialist run')} not shown_"))
     synthesis = ["*Synthesis*", *(escape(s) for s in _stats(state, with_tokens=True, total=True))]
     parts.append(("context", ":memo: " + " · ".join(synthesis)))
     return [(kind, defuse(text)) for kind, text in parts]

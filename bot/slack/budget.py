@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class TokenBucket:
-    """`rate` tokens per second up to `capacity`; `pause()` stops refills for a while."""
+    """`rate` tokens per second up to `capacity`; `pause()` stops refills for a while.
+
+    `clock` and `sleep` are injectable: a test can drive the bucket on a fake clock.
+    """
 
     def __init__(
-        self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        capacity: float,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.rate = rate
         self.capacity = capacity
         self._clock = clock
+        self._sleep = sleep
         self._level = capacity
         self._stamp = clock()
         self._paused_until = 0.0
@@ -67,7 +78,7 @@ class TokenBucket:
                     self._level -= 1.0
                     return
                 wait = max(self._paused_until - now, (1.0 - self._level) / self.rate, 0.005)
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Slack said 429: spend nothing for `seconds`, then start again from empty."""
@@ -79,14 +90,14 @@ class TokenBucket:
 MAX_IDLE_BUCKETS = 1000
 
 
-def _get(buckets: dict[str, TokenBucket], key: str, rate: float, capacity: float) -> TokenBucket:
+def _get(buckets: dict[str, TokenBucket], key: str, make: Callable[[], TokenBucket]) -> TokenBucket:
     """The bucket for `key`; a long-running bot forgets full (idle) buckets as new ones come."""
     bucket = buckets.get(key)
     if bucket is None:
         if len(buckets) >= MAX_IDLE_BUCKETS:
             for name in [k for k, b in buckets.items() if b.level >= b.capacity]:
                 del buckets[name]
-        bucket = buckets[key] = TokenBucket(rate, capacity)
+        bucket = buckets[key] = make()
     return bucket
 
 
@@ -101,6 +112,8 @@ class Budgets:
     posts_per_second: float = 0.9
     post_burst: float = 2.0
     final_reserve: float = 0.3  # share of the edit burst intermediate edits must leave free
+    clock: Clock = time.monotonic  # what every bucket reads (a test may pass a fake clock)
+    sleep: Sleep = asyncio.sleep  # how a bucket waits for its next token
     _edits: dict[str, TokenBucket] = field(default_factory=dict)
     _posts: dict[str, TokenBucket] = field(default_factory=dict)
     _other: dict[str, TokenBucket] = field(default_factory=dict)
@@ -109,14 +122,21 @@ class Budgets:
         """Any other named bucket (e.g. chat.appendStream per workspace)."""
         found = self._other.get(name)
         if found is None:
-            found = self._other[name] = TokenBucket(rate, capacity)
+            found = self._other[name] = self._new(rate, capacity)
         return found
 
+    def _new(self, rate: float, capacity: float) -> TokenBucket:
+        return TokenBucket(rate, capacity, self.clock, self.sleep)
+
     def edits(self, team_id: str) -> TokenBucket:
-        return _get(self._edits, team_id, self.edits_per_minute / 60.0, self.edit_burst)
+        return _get(
+            self._edits, team_id, lambda: self._new(self.edits_per_minute / 60.0, self.edit_burst)
+        )
 
     def posts(self, channel_id: str) -> TokenBucket:
-        return _get(self._posts, channel_id, self.posts_per_second, self.post_burst)
+        return _get(
+            self._posts, channel_id, lambda: self._new(self.posts_per_second, self.post_burst)
+        )
 
     @property
     def edit_reserve(self) -> float:

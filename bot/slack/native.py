@@ -21,21 +21,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
+from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer, status_text
+from bot.render.answer import answer_markdown
+from bot.render.message import SlackMessage
 from bot.render.safety import plain
-from bot.slack.budget import TokenBucket
+from bot.retry import retry_delay
+from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.calls import (
+    BACKOFF,
+    MAX_BACKOFF,
+    Clock,
+    RateLimited,
+    SlackCaller,
+    Transient,
+    delivered,
+    outlive_flusher,
+    payload_args,
+)
 from bot.state import AnswerState, Phase
-
-if TYPE_CHECKING:
-    from bot.slack.publisher import AnswerStream, Payload, Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -49,13 +60,45 @@ START_BURST = 3.0
 STOPS_PER_SECOND = 18 / 60  # Tier 2 ("20+ per minute"), per workspace
 STOP_BURST = 3.0
 MIN_WAIT = 0.05  # shortest pause after a refused intermediate append
-RETRY_BASE = 0.5  # first backoff after a transient failure (5xx, timeout); doubles each time
-RETRY_MAX = 8.0
+HELD_WAIT = 5.0  # pause between looks while an operator alert holds intermediate writes
+
+
+class ClassicStream(Protocol):
+    """What native streaming needs of the classic stream it falls back to."""
+
+    calls: int
+
+    async def start(self, state: AnswerState) -> str: ...
+
+    def update(self) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+class StreamHost(Protocol):
+    """What a native stream needs of the publisher that opened it (no import of it here)."""
+
+    caller: SlackCaller
+    budgets: Budgets
+    alerts: OperatorAlerts
+    min_interval: float
+    clock: Clock
+
+    def spawn_flusher(self, stream: NativeAnswerStream) -> asyncio.Task[None]: ...
+
+    def classic(self, team_id: str, channel: str, thread_ts: str) -> ClassicStream: ...
+
+    def adopt(
+        self, team_id: str, channel: str, thread_ts: str, *, ts: str, state: AnswerState
+    ) -> ClassicStream: ...
+
+    async def settle(self, grace: float) -> None: ...
 
 
 def safe_markdown(text: str) -> str:
-    """Model Markdown with mention syntax broken up: it can never ping anyone."""
-    return plain(text)
+    """Model Markdown made safe to stream: no mention can ping, no link can hide where it goes,
+    and no answer grows past what Slack can hold (see `bot.render.answer.answer_markdown`)."""
+    return answer_markdown(text)
 
 
 @dataclass(frozen=True)
@@ -73,7 +116,7 @@ class NativeAnswerStream:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: StreamHost,
         team_id: str,
         channel: str,
         thread_ts: str,
@@ -101,7 +144,7 @@ class NativeAnswerStream:
         self._last = 0.0
         self._failures = 0  # transient failures of intermediate appends in a row
         self._streaming = False  # a stream was started and not yet known to be stopped
-        self._classic: AnswerStream | None = None
+        self._classic: ClassicStream | None = None
         self._adopted = False  # `_classic` edits the streamed message (rather than its own)
 
     @property
@@ -122,6 +165,11 @@ class NativeAnswerStream:
         return {"recipient_user_id": self.user_id, "recipient_team_id": self.team_id}
 
     async def start(self, state: AnswerState) -> str:
+        """Open the stream, or post a classic placeholder when streaming is not to be had.
+
+        Raises SlackDeliveryError when the bot cannot write here (`channel_gone`) or its token
+        is bad (`auth_failed`): no fallback is tried then, it would fail the same way.
+        """
         self._state = state
         title = status_text(state)
         if not self.starts.try_take():
@@ -129,10 +177,8 @@ class NativeAnswerStream:
             # seconds. The classic post shows up at once (DMs are separate post buckets).
             log.info("native_start_budget_empty")
             return await self._fall_back(state)
-        from bot.slack.publisher import _RateLimited, _Transient
-
         try:  # one try: a 429 or 5xx here would otherwise hold the placeholder for seconds
-            data = await self.p.call(
+            data = await self.p.caller.call(
                 "chat.startStream",
                 self.starts,
                 channel=self.channel,
@@ -140,10 +186,12 @@ class NativeAnswerStream:
                 chunks=[self._task("status", title, "in_progress")],
                 **self._recipient(),
             )
-        except (_RateLimited, _Transient) as exc:
+        except (RateLimited, Transient) as exc:
             log.info("native_start_unavailable", error=type(exc).__name__)
             return await self._fall_back(state)
         except SlackDeliveryError as exc:
+            if exc.channel_gone or exc.auth_failed:
+                raise
             log.info("native_streaming_refused", error=exc.error)
             return await self._fall_back(state)
         self.calls += 1
@@ -151,15 +199,13 @@ class NativeAnswerStream:
         self._streaming = True
         self._task_title = title
         self._tasks["status"] = "in_progress"
-        self._last = time.monotonic()
+        self._last = self.p.clock()
         # Registered like the classic flushers, so shutdown lets a final stopStream through.
         self._flusher = self.p.spawn_flusher(self)
         return self.ts
 
     async def _fall_back(self, state: AnswerState) -> str:
-        from bot.slack.publisher import AnswerStream
-
-        self._classic = AnswerStream(self.p, self.team_id, self.channel, self.thread_ts)
+        self._classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
         return await self._classic.start(state)
 
     def update(self) -> None:
@@ -173,7 +219,12 @@ class NativeAnswerStream:
 
         The caller answers anyway after a failed `start()` and counts on this to deliver: when
         no stream was opened and no classic stream took over, the final render is posted.
+        Returns only once Slack accepted the final text; raises SlackDeliveryError otherwise
+        (an unexpected failure is logged and raised as one, "unexpected: <TypeName>").
         """
+        await delivered(self._finish(), "chat.stopStream")
+
+    async def _finish(self) -> None:
         if self._classic is None and self._flusher is None:
             self._final = True
             log.warning("native_stream_never_opened", posting_instead=True)
@@ -184,8 +235,6 @@ class NativeAnswerStream:
             self._finishing.set()
             self._dirty.set()
         if self._flusher is not None:
-            from bot.slack.publisher import outlive_flusher
-
             if not await outlive_flusher(self, self._flusher) and self._classic is None:
                 await self._recover()
                 return
@@ -211,8 +260,8 @@ class NativeAnswerStream:
         try:
             await classic.finish()
         except SlackDeliveryError as exc:
-            if not self._adopted:
-                raise
+            if not self._adopted or exc.auth_failed or exc.channel_gone:
+                raise  # a fresh post would be refused the same way
             log.warning("native_adopted_message_not_editable", error=exc.error)
             await self._post_fresh()
         finally:
@@ -221,9 +270,7 @@ class NativeAnswerStream:
 
     async def _post_fresh(self) -> None:
         """Post the final render as new classic messages in the thread."""
-        from bot.slack.publisher import AnswerStream
-
-        fresh = AnswerStream(self.p, self.team_id, self.channel, self.thread_ts)
+        fresh = self.p.classic(self.team_id, self.channel, self.thread_ts)
         self._classic, self._adopted = fresh, False
         try:
             await fresh.start(self._state)
@@ -232,16 +279,14 @@ class NativeAnswerStream:
             self.calls += fresh.calls
             fresh.calls = 0
 
-    async def post_below(self, payloads: Sequence[Payload]) -> None:
-        from bot.slack.publisher import _payload_args
-
+    async def post_below(self, payloads: Sequence[SlackMessage]) -> None:
         for payload in payloads:
-            await self.p.call_reliably(
+            await self.p.caller.call_reliably(
                 "chat.postMessage",
                 self.p.budgets.posts(self.channel),
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                **_payload_args(payload),
+                **payload_args(payload),
             )
             self.calls += 1
 
@@ -301,7 +346,7 @@ class NativeAnswerStream:
             self._task_title = append.title
         if append.status is not None:
             self._tasks["status"] = append.status
-        self._last = time.monotonic()
+        self._last = self.p.clock()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep for `seconds`, or less if `finish()` is called meanwhile."""
@@ -313,13 +358,15 @@ class NativeAnswerStream:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._pause(self._last + self.p.min_interval - time.monotonic())
+            await self._pause(self._last + self.p.min_interval - self.p.clock())
             try:
                 if self._final:
                     await self._stop()
                     return
                 retry_in = await self._try_append()
             except SlackDeliveryError as exc:
+                if exc.auth_failed or exc.channel_gone:
+                    raise  # no classic fallback could write either: finish() reports it
                 await self._abandon(exc)
                 return
             if retry_in is not None:
@@ -332,21 +379,21 @@ class NativeAnswerStream:
         Refusals that merely mean "not now" (budget, 429, 5xx) never raise; Slack refusing the
         call itself raises SlackDeliveryError.
         """
-        from bot.slack.publisher import _RateLimited, _Transient
-
         append = self._next_append()
         if append is None:
             return None
+        if self.p.alerts.blocked("slack") is not None:
+            return HELD_WAIT  # a bad token: only the final stop is tried
         bucket = self.appends
         if not bucket.try_take():
             return max(bucket.wait_hint(), MIN_WAIT)
         try:
-            await self.p.call("chat.appendStream", bucket, **append.args)
-        except _RateLimited as exc:  # the bucket is paused for Retry-After
+            await self.p.caller.call("chat.appendStream", bucket, **append.args)
+        except RateLimited as exc:  # the bucket is paused for Retry-After
             return max(exc.retry_after, bucket.wait_hint(), MIN_WAIT)
-        except _Transient as exc:
+        except Transient as exc:
             self._failures += 1
-            delay = min(RETRY_BASE * 2 ** (self._failures - 1), RETRY_MAX)
+            delay = retry_delay(self._failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
             log.info("native_append_retry", error=str(exc), retry_in=delay)
             return delay
         self._failures = 0
@@ -357,7 +404,7 @@ class NativeAnswerStream:
         """Append whatever is left, then stop the stream with any closing notice."""
         state = self._state
         while (append := self._next_append()) is not None:  # long final text: 11k pieces
-            await self.p.call_reliably("chat.appendStream", self.appends, **append.args)
+            await self.p.caller.call_reliably("chat.appendStream", self.appends, **append.args)
             self._appended(append)
         full = safe_markdown(state.text)
         exact = self._streamed.rstrip() == full.rstrip()
@@ -365,7 +412,7 @@ class NativeAnswerStream:
         closing = self._closing_text()
         if closing:
             args["markdown_text"] = f"\n\n{closing}" if self._streamed.strip() else closing
-        await self.p.call_reliably("chat.stopStream", self.stops, **args)
+        await self.p.caller.call_reliably("chat.stopStream", self.stops, **args)
         self.calls += 1
         self._streaming = False
         if not exact and full.strip():
@@ -394,7 +441,7 @@ class NativeAnswerStream:
     async def _stop_quietly(self) -> None:
         """Stop the stream so its message can be edited; a refusal is logged, not raised."""
         try:
-            await self.p.call_reliably(
+            await self.p.caller.call_reliably(
                 "chat.stopStream", self.stops, channel=self.channel, ts=self.ts
             )
         except SlackDeliveryError as exc:
@@ -407,10 +454,8 @@ class NativeAnswerStream:
 
     def _adopt_classic(self) -> None:
         """Carry on with chat.update on the same message; `finish()` completes it there."""
-        from bot.slack.publisher import AnswerStream
-
         assert self.ts is not None
-        self._classic = AnswerStream.adopt(
-            self.p, self.team_id, self.channel, self.thread_ts, ts=self.ts, state=self._state
+        self._classic = self.p.adopt(
+            self.team_id, self.channel, self.thread_ts, ts=self.ts, state=self._state
         )
         self._adopted = True

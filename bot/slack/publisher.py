@@ -5,6 +5,9 @@ state changed as often as they like; a background flusher renders the newest sta
 is about to send) no faster than the per-message interval and the shared workspace budget allow.
 `finish()` guarantees the final state is delivered (retrying 429s after `Retry-After` and transient
 errors with backoff) and then posts any extra messages, such as the delegation trace.
+
+The calls themselves, their failure classes and the retry rule live in `bot.slack.calls`; the
+contract streams keep with their caller is on `Publisher.open`.
 """
 
 from __future__ import annotations
@@ -14,88 +17,52 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-import aiohttp
 import structlog
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer
+from bot.render.message import SlackMessage
 from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.calls import (
+    RELIABLE_DEADLINE,
+    REPOST_ERRORS,
+    Clock,
+    RateLimited,
+    SlackCaller,
+    Sleep,
+    Transient,
+    delivered,
+    outlive_flusher,
+    payload_args,
+)
 from bot.slack.native import NativeAnswerStream
 from bot.state import AnswerState
 
+__all__ = ["AnswerStream", "NativeAnswerStream", "Publisher", "Stream", "outlive_flusher"]
+
 log = structlog.get_logger(__name__)
 
-# chat.update refusals that mean "post a new message instead" (the answer must not be lost).
-REPOST_ERRORS = frozenset(
-    {
-        "msg_too_long",
-        "edit_window_closed",
-        "cant_update_message",
-        "message_not_found",
-        "streaming_state_conflict",  # an adopted native stream Slack still thinks is open
-    }
-)
-TRANSIENT_ERRORS = frozenset(
-    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
-)
-MAX_ATTEMPTS = 5  # transient failures (5xx, timeouts) of one write; 429s are not counted
-RELIABLE_DEADLINE = 180.0  # seconds a write that must happen keeps waiting out 429s
 FIRST_TEXT_FACTOR = 0.25
-BACKOFF_BASE = 0.5
-
-
-class Payload(Protocol):
-    text: str
-    blocks: list[dict[str, Any]] | None
-    attachments: list[dict[str, Any]] | None
+# What a message adopted from elsewhere shows: never equal to a render, so it gets edited.
+UNKNOWN = SlackMessage(text="\u0000")
 
 
 @dataclass(frozen=True)
 class Sent:
     ts: str
-    payload: Payload
-
-
-class _RateLimited(Exception):
-    def __init__(self, retry_after: float) -> None:
-        self.retry_after = retry_after
-
-
-class _Transient(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Unknown:
-    """What a message adopted from elsewhere shows: never equal to a render, so it gets edited."""
-
-    text: str = "\u0000"
-    blocks: list[dict[str, Any]] | None = None
-    attachments: list[dict[str, Any]] | None = None
-
-
-_UNKNOWN = _Unknown()
-
-
-def _payload_args(payload: Payload) -> dict[str, Any]:
-    args: dict[str, Any] = {"text": payload.text, "unfurl_links": False, "unfurl_media": False}
-    if payload.blocks is not None:
-        args["blocks"] = payload.blocks
-    if payload.attachments is not None:
-        args["attachments"] = payload.attachments
-    return args
-
-
-def _same(a: Payload, b: Payload) -> bool:
-    return a.text == b.text and a.blocks == b.blocks and a.attachments == b.attachments
+    payload: SlackMessage
 
 
 class Publisher:
-    """Creates answer streams; holds the Slack client and the process-wide rate budgets."""
+    """Creates answer streams; holds the Slack caller, the process-wide rate budgets and the
+    operator alerts a bad Slack token raises (`alerts`, cleared by the next successful call).
+
+    `clock` and `sleep` are what the streams and retries read and wait with (injectable for
+    tests); a `budgets` passed in should be built with the same clock.
+    """
 
     def __init__(
         self,
@@ -105,12 +72,24 @@ class Publisher:
         min_interval: float = 1.0,
         native_streaming: bool = False,
         reliable_deadline: float = RELIABLE_DEADLINE,
+        alerts: OperatorAlerts | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.client = client
-        self.budgets = budgets or Budgets()
+        self.clock = clock
+        self.sleep = sleep
+        self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
+        self.alerts = alerts or OperatorAlerts(clock)
+        self.caller = SlackCaller(
+            client,
+            alerts=self.alerts,
+            clock=clock,
+            sleep=sleep,
+            reliable_deadline=reliable_deadline,
+        )
         self.min_interval = min_interval
         self.native_streaming = native_streaming
-        self.reliable_deadline = reliable_deadline
         self.flushers: set[asyncio.Task[None]] = set()  # live answers' flushers (for shutdown)
 
     def spawn_flusher(self, stream: AnswerStream | NativeAnswerStream) -> asyncio.Task[None]:
@@ -150,81 +129,33 @@ class Publisher:
         user_id: str = "",
         channel_type: str | None = None,
     ) -> AnswerStream | NativeAnswerStream:
-        """The stream for one answer: native chat streaming in DMs when enabled, else classic."""
+        """The stream for one answer: native chat streaming in DMs when enabled, else classic.
+
+        What the caller may rely on, for either kind of stream:
+
+        * `await stream.start(state)` posts the placeholder. It raises SlackDeliveryError when
+          Slack refused it for good: `.channel_gone` (the bot cannot write here: do not run the
+          question) or `.auth_failed` (the token is bad: an operator alert is raised). Other
+          failures of the placeholder also raise SlackDeliveryError; `finish()` then posts.
+        * `stream.update()` never waits and never raises.
+        * `await stream.finish()` returns normally only when Slack accepted the final text;
+          otherwise it raises SlackDeliveryError (never another exception type).
+        """
         if self.native_streaming and channel_type == "im":
             return NativeAnswerStream(
                 self, team_id, channel, thread_ts, user_id=user_id, in_dm=True
             )
         return AnswerStream(self, team_id, channel, thread_ts)
 
-    async def call(self, method: str, bucket: TokenBucket, **args: Any) -> dict[str, Any]:
-        """One Slack write; raises _RateLimited / _Transient / SlackDeliveryError."""
-        try:
-            response = await self.client.api_call(method, json=args)
-        except SlackApiError as exc:
-            status = exc.response.status_code
-            error = str(exc.response.get("error", "")) if exc.response.data else ""
-            if status == 429 or error == "ratelimited":
-                retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
-                bucket.pause(retry_after)
-                log.warning("slack_ratelimited", method=method, retry_after=retry_after)
-                raise _RateLimited(retry_after) from exc
-            if status >= 500 or error in TRANSIENT_ERRORS:
-                raise _Transient(error or f"HTTP {status}") from exc
-            raise SlackDeliveryError(method, error or f"HTTP {status}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Transient(type(exc).__name__) from exc
-        return dict(response.data) if isinstance(response.data, dict) else {}
+    def classic(self, team_id: str, channel: str, thread_ts: str) -> AnswerStream:
+        """A classic stream (native streaming falls back to it)."""
+        return AnswerStream(self, team_id, channel, thread_ts)
 
-    async def call_reliably(
-        self, method: str, bucket: TokenBucket, *, take: bool = True, **args: Any
-    ) -> dict[str, Any]:
-        """A write that must happen: wait for budget, honour Retry-After, back off on 5xx.
-
-        A 429 storm is waited out (the bucket is paused for Retry-After) until the deadline;
-        only transient failures count against MAX_ATTEMPTS.
-        """
-        give_up: float | None = None  # counted from our turn, not from queueing for the bucket
-        failures = 0
-        while True:
-            if take:
-                await bucket.take()
-            take = True
-            if give_up is None:
-                give_up = time.monotonic() + self.reliable_deadline
-            try:
-                return await self.call(method, bucket, **args)
-            except _RateLimited as exc:
-                if time.monotonic() + exc.retry_after > give_up:
-                    raise SlackDeliveryError(method, "ratelimited") from exc
-            except _Transient as exc:
-                failures += 1
-                delay = BACKOFF_BASE * 2 ** (failures - 1)
-                if failures >= MAX_ATTEMPTS or time.monotonic() + delay > give_up:
-                    raise SlackDeliveryError(method, str(exc)) from exc
-                await asyncio.sleep(delay)
-
-
-async def outlive_flusher(
-    stream: AnswerStream | NativeAnswerStream, task: asyncio.Task[None]
-) -> bool:
-    """Wait for `stream`'s flusher to deliver the final state: True when it did, False when it
-    crashed (logged; the caller recovers). SlackDeliveryError passes through.
-
-    Shielded: a shutdown cancelling the answer must not cancel its final edit; the flusher then
-    finishes alone (`orphaned`), and the publisher logs it if it fails.
-    """
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        stream.orphaned = True
-        raise
-    except SlackDeliveryError:
-        raise
-    except Exception:
-        log.exception("answer_flusher_crashed")
-        return False
-    return True
+    def adopt(
+        self, team_id: str, channel: str, thread_ts: str, *, ts: str, state: AnswerState
+    ) -> AnswerStream:
+        """A classic stream editing message `ts` from now on (a native stream gave it up)."""
+        return AnswerStream.adopt(self, team_id, channel, thread_ts, ts=ts, state=state)
 
 
 class AnswerStream:
@@ -237,7 +168,7 @@ class AnswerStream:
         self.thread_ts = thread_ts
         self.sent: list[Sent] = []
         self._state = AnswerState()
-        self._desired: list[Payload] = []
+        self._desired: list[SlackMessage] = []
         self._final = False
         self._dirty = asyncio.Event()
         self._wake = asyncio.Event()  # ends a wait for budget early: first text, or the end
@@ -262,7 +193,7 @@ class AnswerStream:
         """Take over a message posted some other way (a native stream): edit it from now on."""
         stream = cls(publisher, team_id, channel, thread_ts)
         stream._state = state
-        stream.sent.append(Sent(ts, _UNKNOWN))
+        stream.sent.append(Sent(ts, UNKNOWN))
         stream._flusher = publisher.spawn_flusher(stream)
         stream._dirty.set()
         return stream
@@ -280,12 +211,12 @@ class AnswerStream:
         self._state = state
         payloads = render_answer(state)
         first = payloads[0]
-        data = await self.p.call_reliably(
+        data = await self.p.caller.call_reliably(
             "chat.postMessage",
             self.posts,
             channel=self.channel,
             thread_ts=self.thread_ts,
-            **_payload_args(first),
+            **payload_args(first),
         )
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), first))
@@ -305,9 +236,14 @@ class AnswerStream:
     async def finish(self) -> None:
         """Deliver the final render for sure (after every intermediate edit has settled).
 
+        Returns only once Slack accepted the final text; raises SlackDeliveryError otherwise
+        (an unexpected failure is logged and raised as one, "unexpected: <TypeName>").
         Normally the flusher sends it. When there is no flusher (the placeholder never made it)
         or it died of something unexpected, the final state is sent from here instead.
         """
+        await delivered(self._finish(), "chat.update")
+
+    async def _finish(self) -> None:
         self._final = True
         self._dirty.set()
         self._wake.set()
@@ -323,22 +259,22 @@ class AnswerStream:
         while len(self.sent) > len(self._desired):
             extra = self.sent.pop()
             try:
-                await self.p.call_reliably(
+                await self.p.caller.call_reliably(
                     "chat.delete", self.edits, channel=self.channel, ts=extra.ts
                 )
                 self.calls += 1
             except SlackDeliveryError as exc:
                 log.warning("slack_delete_failed", error=exc.error, ts=extra.ts)
 
-    async def post_below(self, payloads: Sequence[Payload]) -> None:
+    async def post_below(self, payloads: Sequence[SlackMessage]) -> None:
         """Post further messages in the thread (the delegation trace), in order."""
         for payload in payloads:
-            await self.p.call_reliably(
+            await self.p.caller.call_reliably(
                 "chat.postMessage",
                 self.posts,
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                **_payload_args(payload),
+                **payload_args(payload),
             )
             self.calls += 1
 
@@ -360,21 +296,21 @@ class AnswerStream:
     async def _wait_for_interval(self) -> None:
         """Sleep until the next edit is allowed, re-checking whenever the state changes."""
         while not self._final:
-            wait = self._last_edit + self._interval() - time.monotonic()
+            wait = self._last_edit + self._interval() - self.p.clock()
             if wait <= 0:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=wait)
             self._dirty.clear()
-        wait = self._last_edit + self._interval() - time.monotonic()
+        wait = self._last_edit + self._interval() - self.p.clock()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.p.sleep(wait)
 
     def _pending(self) -> list[int]:
         return [
             i
             for i, payload in enumerate(self._desired)
-            if i >= len(self.sent) or not _same(self.sent[i].payload, payload)
+            if i >= len(self.sent) or self.sent[i].payload != payload
         ]
 
     async def _flush_loop(self) -> None:
@@ -406,6 +342,8 @@ class AnswerStream:
         bucket = self._refused_by or self.edits
         reserve = self._edit_reserve() if bucket is self.edits else 0.0
         hint = min(max(bucket.wait_hint(reserve), 0.05), 5.0)
+        if self._held():
+            hint = 5.0
         self._wake.clear()  # the refused render was the newest state: older wake-ups are stale
         if self._final:
             return
@@ -422,21 +360,26 @@ class AnswerStream:
         """
         return 0.0 if self._first_words_due else self.p.budgets.edit_reserve
 
+    def _held(self) -> bool:
+        """The bot token is known bad (operator alert): intermediate writes are not tried, so
+        an outage costs Slack one call per answer, the final one."""
+        return self.p.alerts.blocked("slack") is not None
+
     async def _send(self, index: int, *, reliable: bool) -> bool:
         payload = self._desired[index]
         if index >= len(self.sent):
             return await self._post(payload, reliable=reliable)
-        if not reliable and not self.edits.try_take(self._edit_reserve()):
+        if not reliable and (self._held() or not self.edits.try_take(self._edit_reserve())):
             self._refused_by = self.edits
             return False
-        args = {"channel": self.channel, "ts": self.sent[index].ts, **_payload_args(payload)}
+        args = {"channel": self.channel, "ts": self.sent[index].ts, **payload_args(payload)}
         try:
             if reliable:
-                await self.p.call_reliably("chat.update", self.edits, **args)
+                await self.p.caller.call_reliably("chat.update", self.edits, **args)
             else:
-                await self.p.call("chat.update", self.edits, **args)
-        except (_RateLimited, _Transient):
-            self._last_edit = time.monotonic()  # only intermediate edits get here: pace retries
+                await self.p.caller.call("chat.update", self.edits, **args)
+        except (RateLimited, Transient):
+            self._last_edit = self.p.clock()  # only intermediate edits get here: pace retries
             self._refused_by = self.edits
             return False
         except SlackDeliveryError as exc:
@@ -444,41 +387,41 @@ class AnswerStream:
                 if reliable:
                     raise
                 log.warning("slack_edit_failed", error=exc.error)
-                self._last_edit = time.monotonic()
+                self._last_edit = self.p.clock()
                 self._refused_by = self.edits
                 return False
             log.info("slack_edit_refused_posting_instead", error=exc.error)
-            data = await self.p.call_reliably(
+            data = await self.p.caller.call_reliably(
                 "chat.postMessage",
                 self.posts,
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                **_payload_args(payload),
+                **payload_args(payload),
             )
             self.sent[index] = Sent(str(data["ts"]), payload)
             self.calls += 1
             return True
         self.calls += 1
         self.sent[index] = Sent(self.sent[index].ts, payload)
-        self._last_edit = time.monotonic()
+        self._last_edit = self.p.clock()
         return True
 
-    async def _post(self, payload: Payload, *, reliable: bool) -> bool:
-        args = {"channel": self.channel, "thread_ts": self.thread_ts, **_payload_args(payload)}
+    async def _post(self, payload: SlackMessage, *, reliable: bool) -> bool:
+        args = {"channel": self.channel, "thread_ts": self.thread_ts, **payload_args(payload)}
         if reliable:
-            data = await self.p.call_reliably("chat.postMessage", self.posts, **args)
+            data = await self.p.caller.call_reliably("chat.postMessage", self.posts, **args)
         else:
             self._refused_by = self.posts
-            if not self.posts.try_take():
+            if self._held() or not self.posts.try_take():
                 return False
             try:
-                data = await self.p.call("chat.postMessage", self.posts, **args)
-            except (_RateLimited, _Transient):
-                self._last_edit = time.monotonic()
+                data = await self.p.caller.call("chat.postMessage", self.posts, **args)
+            except (RateLimited, Transient):
+                self._last_edit = self.p.clock()
                 return False
             except SlackDeliveryError as exc:  # the final post will try again, reliably
                 log.warning("slack_post_failed", error=exc.error)
-                self._last_edit = time.monotonic()
+                self._last_edit = self.p.clock()
                 return False
         self.calls += 1
         self.sent.append(Sent(str(data["ts"]), payload))

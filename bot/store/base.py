@@ -54,9 +54,19 @@ def make_title(question: str) -> str:
     return one_line[: TITLE_MAX - 1].rstrip() + "…"
 
 
+# Random bytes in a minted agent session id: 128 bits, so ids never collide by chance and
+# cannot be guessed (Powabase adopts any unknown id as a new session, and anyone holding an id
+# can continue that conversation).
+SESSION_ID_RANDOM_BYTES = 16
+
+
 def new_agent_session_id() -> str:
-    """A fresh id in Powabase's own format; Powabase adopts an unknown id as a new session."""
-    return f"orch_sess_{secrets.token_hex(6)}"
+    """A fresh, unguessable id in Powabase's `orch_sess_<hex>` form (32 hex digits here).
+
+    Powabase adopts an unknown id as a new session; the stores refuse an id already mapped to
+    another thread (StoreError), so a collision can never merge two conversations.
+    """
+    return f"orch_sess_{secrets.token_hex(SESSION_ID_RANDOM_BYTES)}"
 
 
 @runtime_checkable
@@ -75,11 +85,15 @@ class SessionStore(Protocol):
     ) -> ChatSession:
         """Insert the mapping unless one exists; return the row that exists afterwards.
 
-        Two first messages racing in one thread both get the same (winning) row.
+        Two first messages racing in one thread both get the same (winning) row. An
+        `agent_session_id` already mapped to another thread raises StoreError (never shared).
         """
 
     async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
-        """Record the id Powabase reported in `start` when it differs from the reserved one."""
+        """Record the id Powabase reported in `start` when it differs from the reserved one.
+
+        StoreError when another thread already has that id; the mapping stays as it was.
+        """
 
     async def record_run(
         self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]

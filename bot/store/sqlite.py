@@ -45,6 +45,20 @@ create table if not exists slack_events (
 create index if not exists slack_events_claimed_at on slack_events (claimed_at);
 """
 
+# One conversation per agent session id (what sql/007 does for Postgres). A file written before
+# the index existed may hold rows sharing an id: the oldest keeps it, every newer one gets a
+# fresh id (its thread starts a new Powabase session) so that the index can be built. Both
+# statements are no-ops on a file that already has the index; they run in one transaction.
+UNIQUE_SESSION_IDS = """
+begin immediate;
+update chat_sessions
+   set agent_session_id = 'orch_sess_' || lower(hex(randomblob(16)))
+ where id not in (select min(id) from chat_sessions group by agent_session_id);
+create unique index if not exists chat_sessions_agent_session_id_key
+    on chat_sessions (agent_session_id);
+commit;
+"""
+
 
 def sqlite_path(url: str) -> str:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:` → a path."""
@@ -75,9 +89,14 @@ class SqliteStore:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma busy_timeout=5000")
-            conn.executescript(SCHEMA)
+            try:
+                conn.execute("pragma journal_mode=wal")
+                conn.execute("pragma busy_timeout=5000")
+                conn.executescript(SCHEMA)
+                conn.executescript(UNIQUE_SESSION_IDS)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
 
         await self._run(connect, needs_conn=False)
@@ -97,7 +116,7 @@ class SqliteStore:
 
         try:
             return await asyncio.to_thread(locked)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the file's directory cannot be made
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
 
     @property
@@ -135,7 +154,8 @@ class SqliteStore:
             self.conn.execute(
                 "insert into chat_sessions (slack_team_id, slack_channel_id, slack_thread_ts,"
                 " slack_user_id, agent_session_id, title, created_at, updated_at)"
-                " values (?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+                " values (?, ?, ?, ?, ?, ?, ?, ?) on conflict (slack_team_id, slack_channel_id,"
+                " slack_thread_ts, slack_user_id) do nothing",
                 (*_key_tuple(key), agent_session_id, title, now, now),
             )
             found = self._select(key)

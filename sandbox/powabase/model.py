@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sandbox.powabase.retrieval import (
     Candidate,
@@ -64,7 +65,9 @@ def agent_passages(store: Store, agent: Agent) -> tuple[Passage, ...]:
     return tuple(passages)
 
 
-def answer(store: Store, orchestration: Orchestration, question: str, history: list) -> Answer:
+def answer(
+    store: Store, orchestration: Orchestration, question: str, history: list[dict[str, Any]]
+) -> Answer:
     """Route ``question`` to one entity and build the specialist's report and the final reply."""
     query = retrieval_query(question, history)
     agents: list[Agent] = []

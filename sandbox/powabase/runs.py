@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sandbox.powabase import model
 from sandbox.powabase.context import CONTEXT, Context
-from sandbox.powabase.faults import RunFault
+from sandbox.powabase.faults import STATUS_KINDS, RunFault
 from sandbox.powabase.replies import ApiError, read_json
 from sandbox.powabase.sse import EventWriter
 from sandbox.powabase.state import Orchestration, RunRecord, Session, now_iso, short_hex
@@ -50,7 +50,7 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
     ctx.store.counters["run_started"] += 1
     fault = ctx.faults.next_run_fault()
     record.fault = fault.kind if fault else None
-    if fault and fault.kind in ("status", "html_status"):
+    if fault and fault.kind in STATUS_KINDS:
         record.status = f"http_{fault.status}"
         record.done.set()
         text = fault.body or "injected failure"
@@ -60,6 +60,8 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 status=fault.status, text=html, content_type="text/html", headers=headers
             )
+        if fault.kind == "text_status":
+            return web.Response(status=fault.status, text=text, headers=headers)
         return web.json_response({"error": text}, status=fault.status, headers=headers)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -159,10 +161,13 @@ async def _play(
             error=error,
         )
         return
-    cut = fault.after_deltas if fault and kind in ("drop", "error_event") else None
+    cut = fault.after_deltas if fault and kind in ("drop", "error_event", "ended") else None
+    bend = fault.after_deltas if fault and kind in ("stall", "oversize_frame") else None
     for index, piece in enumerate(split_deltas(ans.final)):
         if index == cut:
             break
+        if fault and index == bend:
+            await _bend(w, fault)
         if fault and kind == "unknown_events" and index == 1:
             await w.send("step_reset", step=2, reason="retry")
         if fault and kind == "malformed_events":
@@ -179,6 +184,21 @@ async def _play(
         record.status = "error"
         error = fault.body or "Upstream model error: the provider closed the connection"
         await w.send("error", error=error, code="provider_error", provider="openai")
+        return
+    if fault and kind == "ended":
+        record.status = fault.run_status
+        status = fault.run_status
+        await w.send("orchestration_completed", status=status, steps=steps, usage=record.usage)
+        await w.send(
+            "complete",
+            run_id=record.run_id,
+            session_id=session.id,
+            content="",
+            status=status,
+            steps=steps,
+            usage=record.usage,
+            error=fault.body,
+        )
         return
     await w.send("step_completed", step=steps, finish_reason="stop", has_tool_calls=False)
     await w.send("orchestration_completed", status="completed", steps=steps, usage=record.usage)
@@ -209,6 +229,14 @@ async def _play(
     )
     record.status = "completed"
     record.completed_at = now_iso()
+
+
+async def _bend(w: EventWriter, fault: RunFault) -> None:
+    """Mid-answer misbehaviour: a silent stall, or one enormous frame."""
+    if fault.kind == "stall":
+        await w.silence(fault.delay)
+    elif fault.kind == "oversize_frame":
+        await w.send_oversize("content_delta", "delta", fault.frame_chars)
 
 
 async def _think(ctx: Context) -> None:
@@ -242,7 +270,10 @@ async def _delegate(
     )
     await _think(ctx)  # the knowledge-base search runs
     found = ans.passage.body if ans.passage else "No results."
-    meta = {"knowledge_bases": list(ans.kb_names), "results": 1 if ans.passage else 0}
+    meta: dict[str, Any] = {
+        "knowledge_bases": list(ans.kb_names),
+        "results": 1 if ans.passage else 0,
+    }
     if ans.passage:
         meta["source"] = ans.passage.source_name
     await w.send(

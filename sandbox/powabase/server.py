@@ -6,14 +6,20 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from sandbox.powabase import provisioning as prov
 from sandbox.powabase import runs
 from sandbox.powabase.context import CONTEXT, Context
-from sandbox.powabase.faults import RUN_FAULT_KINDS, ApiFault, RunFault, RunFaultKind
+from sandbox.powabase.faults import (
+    RUN_FAULT_KINDS,
+    ApiFault,
+    FaultPlan,
+    RunFault,
+    RunFaultKind,
+)
 from sandbox.powabase.replies import ApiError
 from sandbox.powabase.seeding import seed_store
 from sandbox.powabase.state import RunRecord
@@ -125,6 +131,11 @@ class PowabaseStandin(LoopbackServer):
         return self._ctx.store.counters
 
     @property
+    def faults(self) -> FaultPlan:
+        """The fault plan: queued faults, and ``faults.chaos(rate=…, seed=…)`` for random ones."""
+        return self._ctx.faults
+
+    @property
     def context(self) -> Context:
         """The full in-memory state, for tests that need to look deeper."""
         return self._ctx
@@ -151,23 +162,27 @@ class PowabaseStandin(LoopbackServer):
         after_deltas: int = 3,
         delay: float = 1.0,
         retry_after: str | None = None,
+        run_status: str = "cancelled",
+        frame_chars: int = 2 * 1024 * 1024,
     ) -> None:
-        """Make the next ``times`` runs misbehave.
-
-        status / html_status: HTTP ``status`` before any stream, JSON `{"error": body}` / HTML page,
-        with a `Retry-After: <retry_after>` header when given; early_error: HTTP 200 and only an
-        `error` event; error_event: `error` after ``after_deltas`` final-answer deltas; drop: abort
-        the connection after ``after_deltas`` final deltas; drop_at_start: HTTP 200 and headers,
-        then the connection is cut before any event; no_complete: end cleanly after
-        orchestration_completed; failed: `complete` with status "failed"; delay: ``delay`` seconds
-        of silence (keepalives) before `start`; malformed_events: known events with fields of
-        unexpected types (string `seq`, numeric `ts` on the final deltas, a non-numeric `step`
-        and `duration_ms`), the answer text itself unchanged.
-        """
+        """Make the next ``times`` runs misbehave; the kinds are described in
+        sandbox/powabase/faults.py (status, html_status, text_status, early_error, error_event,
+        drop, drop_at_start, no_complete, failed, ended, delay, stall, oversize_frame,
+        unknown_events, malformed_events)."""
         if kind not in RUN_FAULT_KINDS:
             raise ValueError(f"unknown run fault kind {kind!r}; expected one of {RUN_FAULT_KINDS}")
         self._ctx.faults.run_faults.append(
-            RunFault(kind, times, status, body, after_deltas, delay, retry_after)
+            RunFault(
+                kind,
+                times,
+                status,
+                body,
+                after_deltas,
+                delay,
+                retry_after,
+                run_status=run_status,
+                frame_chars=frame_chars,
+            )
         )
 
     def inject_api_fault(
@@ -178,7 +193,7 @@ class PowabaseStandin(LoopbackServer):
         status: int = 500,
         times: int = 1,
         skip: int = 0,
-        body: dict | None = None,
+        body: dict[str, Any] | None = None,
     ) -> None:
         """Answer ``status`` to ``times`` requests matching method + glob path, after ``skip``."""
         self._ctx.faults.api_faults.append(

@@ -44,6 +44,7 @@ class EventWriter:
         self._lock = asyncio.Lock()
         self._last_write = time.monotonic()
         self._seq = 0
+        self._silent_until = 0.0
         self._keepalive_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EventWriter:
@@ -72,6 +73,22 @@ class EventWriter:
         self._record.event_payloads.append(payload)
         return sent
 
+    async def silence(self, seconds: float) -> None:
+        """Send nothing at all, keepalives included, for ``seconds`` (a hung upstream)."""
+        self._silent_until = time.monotonic() + seconds
+        await asyncio.sleep(seconds)
+
+    async def send_oversize(self, name: str, field: str, chars: int, piece: int = 65536) -> None:
+        """Write one `data:` line whose ``field`` holds ``chars`` characters, in pieces."""
+        head = encode_frame({"event": name, field: ""})[: -len(b'"}\n\n')]
+        async with self._lock:  # no keepalive may land inside the line
+            await self._response.write(head)
+            for start in range(0, chars, piece):
+                await self._response.write(b"x" * min(piece, chars - start))
+            await self._response.write(b'"}\n\n')
+            self._last_write = time.monotonic()
+        self._record.events.append((time.monotonic(), name))
+
     async def _write(self, data: bytes) -> None:
         async with self._lock:
             await self._response.write(data)
@@ -79,7 +96,8 @@ class EventWriter:
 
     async def _keepalive(self) -> None:
         while True:
-            wait = self._last_write + self._interval - time.monotonic()
+            due = max(self._last_write + self._interval, self._silent_until)
+            wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue

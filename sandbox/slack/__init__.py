@@ -10,12 +10,24 @@
 
 Modules: ``server`` (HTTP routing, auth, injection, recording), ``web_api`` (the methods),
 ``socket_mode`` (connections, envelopes, acks, retries), ``store`` (messages and threads),
-``events`` (payload builders, HTTP signing), ``ratelimit`` (token buckets).
+``events`` (payload builders, HTTP signing), ``ratelimit`` (token buckets), ``faults`` (what
+``slack.inject(...)`` and ``slack.chaos(rate, seed=...)`` can answer instead: Slack errors, 429s
+with seconds or an HTTP date, a proxy's plain-text or HTML 5xx, resets, slow answers).
 """
 
+from sandbox.slack.faults import Chaos, Fault
 from sandbox.slack.ratelimit import RateLimits
 from sandbox.slack.server import ApiCall, SlackStandin, UserMessage
 from sandbox.slack.socket_mode import Delivery
 from sandbox.slack.store import StoredMessage
 
-__all__ = ["ApiCall", "Delivery", "RateLimits", "SlackStandin", "StoredMessage", "UserMessage"]
+__all__ = [
+    "ApiCall",
+    "Chaos",
+    "Delivery",
+    "Fault",
+    "RateLimits",
+    "SlackStandin",
+    "StoredMessage",
+    "UserMessage",
+]

@@ -26,6 +26,7 @@ from sandbox.slack.events import (
     slack_signature,
     user_event,
 )
+from sandbox.slack.faults import Chaos, Fault, Injection, Reply, default_status
 from sandbox.slack.ratelimit import RateLimiter, RateLimits
 from sandbox.slack.socket_mode import Delivery, SocketModeHub
 from sandbox.slack.store import MessageStore, StoredMessage
@@ -59,14 +60,6 @@ class UserMessage:
     envelope_id: str
 
 
-@dataclass
-class _Injection:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str]
-    remaining: int
-
-
 class SlackStandin(LoopbackServer):
     """A local Slack for the unchanged bot: Web API under ``api_url``, Socket Mode at /link."""
 
@@ -98,7 +91,8 @@ class SlackStandin(LoopbackServer):
         self.on_call: list[Callable[[ApiCall], None]] = []
         self.ratelimited_count = 0
         self._calls_by_method: dict[str, list[ApiCall]] = {}
-        self._injections: dict[str, list[_Injection]] = {}
+        self._injections: dict[str, list[Injection]] = {}
+        self._chaos: Chaos | None = None
         self._channel_types: dict[str, str] = {}
         self._event_ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -193,72 +187,131 @@ class SlackStandin(LoopbackServer):
         self,
         method: str,
         *,
-        status: int = 200,
+        status: int | None = None,
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         times: int = 1,
+        error: str | None = None,
+        fault: Fault | None = None,
+        delay: float = 0.0,
+        retry_after: float = 1.0,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with this response instead.
 
-        Without a body: 429 answers ``ratelimited`` (with ``Retry-After: 1`` unless given),
-        anything else answers ``internal_error``.
+        - ``error="code"``: HTTP ``status`` (200) with ``{"ok": false, "error": "code"}``
+          (``invalid_auth``, ``not_in_channel``, ``msg_too_long``, ``ratelimited``, ...).
+        - ``status`` without a body: 429 answers ``ratelimited`` (with ``Retry-After: 1``
+          unless given), anything else answers ``internal_error``.
+        - ``fault`` (see `sandbox.slack.faults`): ``"plain_5xx"`` (Envoy's text/plain 503),
+          ``"html_5xx"`` (an HTML 502), ``"retry_after_date"`` (429 whose ``Retry-After`` is
+          an HTTP date ``retry_after`` seconds ahead), ``"reset"`` (the connection is closed
+          without an answer), ``"slow"`` (answered normally after ``delay`` seconds).
+        - ``delay``: seconds to wait before answering (any injection).
         """
         if times < 1:
             raise ValueError(f"inject({method!r}) needs times >= 1, got {times}")
-        error = "ratelimited" if status == 429 else "internal_error"
+        if fault == "slow" and delay <= 0:
+            raise ValueError("inject(fault='slow') needs delay > 0")
+        code = status if status is not None else default_status(fault)
+        default_error = "ratelimited" if code == 429 else "internal_error"
         hdrs = dict(headers or {})
-        if status == 429:
+        if code == 429 and fault is None:
             hdrs.setdefault("Retry-After", "1")
-        injection = _Injection(status, body or {"ok": False, "error": error}, hdrs, times)
+        answer = body or {"ok": False, "error": error or default_error}
+        injection = Injection(code, answer, hdrs, times, fault, delay, retry_after)
         self._injections.setdefault(method, []).append(injection)
+
+    def chaos(
+        self,
+        rate: float | None,
+        *,
+        seed: int | None = None,
+        methods: set[str] | frozenset[str] | None = None,
+        kinds: tuple[str, ...] | None = None,
+        slow: float = 0.5,
+        retry_after: float = 1.0,
+    ) -> Chaos | None:
+        """Fail each write call (or each call of ``methods``) with probability ``rate``.
+
+        The fault is drawn at random from ``kinds`` (default: every transient kind, see
+        `sandbox.slack.faults.CHAOS_KINDS`: 429 with seconds or an HTTP date, ratelimited as
+        HTTP 200, Envoy's plain-text 503, an HTML 502, a connection reset, a slow answer).
+        Seeded, so a run can be repeated. Explicit `inject()`s still go first. ``rate=None``
+        (or 0) turns chaos off. Returns the `Chaos`, whose ``counts`` say what was served.
+        """
+        if not rate:
+            self._chaos = None
+            return None
+        options: dict[str, Any] = {"seed": seed, "slow": slow, "retry_after": retry_after}
+        if methods is not None:
+            options["methods"] = frozenset(methods)
+        if kinds is not None:
+            options["kinds"] = kinds
+        self._chaos = Chaos(rate, **options)
+        return self._chaos
+
+    def clear_faults(self) -> None:
+        """Forget every pending `inject()` and stop any `chaos()`: Slack is healthy again."""
+        self._injections.clear()
+        self._chaos = None
 
     # --- Web API -------------------------------------------------------------------------------
 
-    async def _handle_api(self, request: web.Request) -> web.Response:
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         method = request.match_info["method"]
         try:
             args = await _read_args(request)
         except ValueError:
-            args, answer = {}, (200, {"ok": False, "error": "invalid_json"}, {}, False)
+            args, reply = {}, Reply(200, {"ok": False, "error": "invalid_json"})
         else:
-            answer = self._answer(method, args, _token(request, args))
-        status, body, headers, injected = answer
-        error = None if body.get("ok") else str(body.get("error"))
-        call = ApiCall(method, args, status, error, started, body, injected)
+            token = _token(request, args)
+            injection = self._next_injection(method)
+            if injection is not None and injection.delay > 0:
+                await asyncio.sleep(injection.delay)
+            injected = injection.reply() if injection is not None else None
+            reply = injected or self._answer(method, args, token)
+        call = ApiCall(method, args, reply.status, reply.error, started, reply.body, reply.injected)
         self.calls.append(call)
         self._calls_by_method.setdefault(method, []).append(call)
-        if status == 429:
+        if reply.status == 429:
             self.ratelimited_count += 1
         for hook in self.on_call:
             hook(call)
         self._notify()
-        return web.json_response(body, status=status, headers=headers)
+        if reply.reset:
+            return await _reset(request)
+        if reply.raw is not None:
+            return web.Response(
+                status=reply.status, text=reply.raw, content_type=reply.content_type
+            )
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
-    def _answer(
-        self, method: str, args: dict[str, Any], token: str | None
-    ) -> tuple[int, dict[str, Any], dict[str, str], bool]:
+    def _next_injection(self, method: str) -> Injection | None:
         queue = self._injections.get(method)
         if queue:
             injection = queue[0]
             injection.remaining -= 1
             if injection.remaining == 0:
                 queue.pop(0)
-            return injection.status, injection.body, injection.headers, True
+            return injection
+        return self._chaos.draw(method) if self._chaos is not None else None
+
+    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> Reply:
         if method not in self.api.methods:
-            return 200, {"ok": False, "error": "unknown_method"}, {}, False
+            return Reply(200, {"ok": False, "error": "unknown_method"})
         auth_error = self._auth_error(method, token)
         if auth_error is not None:
-            return 200, {"ok": False, "error": auth_error}, {}, False
+            return Reply(200, {"ok": False, "error": auth_error})
         retry_after = self.limiter.check(method, args)
         if retry_after is not None:
             log.debug("slack_standin_ratelimited", method=method, retry_after=retry_after)
             body = {"ok": False, "error": "ratelimited"}
-            return 429, body, {"Retry-After": str(retry_after)}, False
+            return Reply(429, body, {"Retry-After": str(retry_after)})
         try:
-            return 200, self.api.call(method, args), {}, False
+            return Reply(200, self.api.call(method, args))
         except ApiError as exc:
-            return 200, {"ok": False, "error": exc.code}, {}, False
+            return Reply(200, {"ok": False, "error": exc.code})
 
     def _auth_error(self, method: str, token: str | None) -> str | None:
         if not token:
@@ -413,6 +466,14 @@ class SlackStandin(LoopbackServer):
             f"(last: {', '.join(last) or 'none'}), {len(self.deliveries)} envelopes sent, "
             f"{len(self.acked)} acked, {self.hub.num_connections} connections"
         )
+
+
+async def _reset(request: web.Request) -> web.StreamResponse:
+    """Close the connection without an answer (what a proxy or a crashed upstream does)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    raise asyncio.CancelledError  # aiohttp drops the request quietly; nothing is written
 
 
 def _token(request: web.Request, args: dict[str, Any]) -> str | None:

@@ -31,12 +31,17 @@ EXPECTED_FIGURES = LATENCY_FIGURES | {
     "streams_lag_p99",
     "streams_429",
     "streams_exact",
+    "chaos_complete",
+    "chaos_notice",
+    "chaos_lost",
 }
 
 
 async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     """A tiny run of all four phases answers every question and reports a value for each figure."""
-    cfg = quick().replace(latency_answers=3, answers=6, one_channel_answers=4, streams=8)
+    cfg = quick().replace(
+        latency_answers=3, answers=6, one_channel_answers=4, streams=8, chaos_answers=8
+    )
     report = await run_bench(cfg, tmp_path)
     by_key = {f.key: f for f in report.figures}
     assert set(by_key) == EXPECTED_FIGURES
@@ -44,7 +49,9 @@ async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     assert not missing, f"figures without a measured value: {missing}"
     for name, result in report.results.items():
         assert result.finished == result.asked, f"{name}: {result.notes}"
-        assert all(o.run_status == "completed" for o in result.outcomes), name
+        if name != "chaos":  # chaos runs fail on purpose; none may be lost
+            assert all(o.run_status == "completed" for o in result.outcomes), name
+    assert by_key["chaos_lost"].value == 0, report.to_json()["phases"]["chaos"]["chaos"]
     document = report.to_json()
     assert {f["key"] for f in document["figures"]} == EXPECTED_FIGURES
     json.dumps(document)  # the --json document must be serialisable as is

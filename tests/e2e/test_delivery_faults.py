@@ -210,7 +210,9 @@ async def test_the_final_write_deadline_counts_from_its_turn_not_from_the_queue(
     slack.inject("chat.postMessage", status=429, headers={"Retry-After": "0"}, times=3)
     await asyncio.gather(
         *(
-            publisher.call_reliably("chat.postMessage", bucket, channel="D0Q", text=f"final {i}")
+            publisher.caller.call_reliably(
+                "chat.postMessage", bucket, channel="D0Q", text=f"final {i}"
+            )
             for i in range(3)
         )
     )

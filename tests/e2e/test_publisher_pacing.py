@@ -6,14 +6,19 @@ Each test runs the real bot against the Slack stand-in and checks what the user 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import SlackDeliveryError
 from bot.service import Powabot
-from bot.slack.budget import Budgets
+from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.calls import BACKOFF, MAX_ATTEMPTS
+from bot.slack.publisher import Publisher
 from bot.state import AnswerState, Phase
 from sandbox.slack import RateLimits, SlackStandin
 from tests.conftest import bot_settings, running_bot
@@ -123,13 +128,10 @@ async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
 ) -> None:
     """With the workspace budget low, progress-only edits wait; the first answer text goes now.
 
-    The bucket refills once a minute here, so a progress edit refused for budget would sleep
-    for seconds; the first words must not sleep with it.
+    The bucket's clock stands still here, so it never refills: a progress edit refused for
+    budget would wait for good; the first words must not wait with it.
     """
-    from slack_sdk.web.async_client import AsyncWebClient
-
-    from bot.slack.budget import TokenBucket
-    from bot.slack.publisher import AnswerStream, Publisher
+    from bot.slack.publisher import AnswerStream
     from bot.state import Activity, ActivityKind
 
     class WatchedBucket(TokenBucket):
@@ -142,7 +144,7 @@ async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
 
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
     budgets = Budgets(edits_per_minute=1, edit_burst=3, final_reserve=0.5)  # reserve 1.5
-    budgets._edits[slack.workspace.team_id] = WatchedBucket(1 / 60, 3)
+    budgets._edits[slack.workspace.team_id] = WatchedBucket(1 / 60, 3, clock=lambda: 0.0)
     publisher = Publisher(client, budgets, min_interval=0.01)
     thread = await slack.user_says(user=ALICE, text="How do refunds work?", channel="D0FIRST")
     stream = AnswerStream(publisher, slack.workspace.team_id, "D0FIRST", thread.ts)
@@ -168,3 +170,62 @@ async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
     state.phase = Phase.DONE
     await stream.finish()
     assert "14 days" in shown()
+
+
+class FakeClock:
+    """Time that moves only when something sleeps: retries run without really waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+def fake_clock_publisher(slack: Any, clock: FakeClock, **options: Any) -> Publisher:
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    return Publisher(client, min_interval=0.01, clock=clock, sleep=clock.sleep, **options)
+
+
+async def test_a_5xx_storm_on_a_final_write_backs_off_doubling_then_gives_up(
+    slack: Any,
+) -> None:
+    """Proxy 503s on a write that must happen: jittered doubling backoff, then given up after
+    MAX_ATTEMPTS (on a fake clock: nothing really sleeps)."""
+    clock = FakeClock()
+    publisher = fake_clock_publisher(slack, clock)
+    roomy = TokenBucket(100.0, 100.0, clock, clock.sleep)  # the budget never makes anyone wait
+    slack.inject("chat.postMessage", fault="plain_5xx", times=MAX_ATTEMPTS)
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError):
+        await publisher.caller.call_reliably("chat.postMessage", roomy, channel="D0", text="x")
+    assert len(slack.calls_to("chat.postMessage")) == MAX_ATTEMPTS
+    assert len(clock.slept) == MAX_ATTEMPTS - 1
+    for attempt, slept in enumerate(clock.slept):
+        nominal = BACKOFF * 2**attempt
+        assert 0.5 * nominal <= slept <= 1.5 * nominal
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_429_storm_on_a_final_write_is_waited_out_until_the_deadline(
+    slack: Any,
+) -> None:
+    """Retry-After 30 again and again: each wait honoured in full, given up at the 100 s
+    deadline (the 429s are not counted as failures; on a fake clock, no real waiting)."""
+    clock = FakeClock()
+    publisher = fake_clock_publisher(slack, clock, reliable_deadline=100.0)
+    slack.inject("chat.update", status=429, headers={"Retry-After": "30"}, times=50)
+    began = clock.now
+    with pytest.raises(SlackDeliveryError) as raised:
+        await publisher.caller.call_reliably(
+            "chat.update", publisher.budgets.edits("T0"), channel="D0", ts="1.0", text="x"
+        )
+    assert raised.value.error == "ratelimited"
+    assert len(slack.calls_to("chat.update")) == 4  # at 0, 30, 60 and 90 s: 120 is too late
+    assert 90.0 <= clock.now - began < 100.0

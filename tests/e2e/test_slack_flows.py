@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bot.service import Powabot
 from tests.conftest import bot_settings
 from tests.e2e.answers import ALICE, bot_replies
@@ -248,6 +250,13 @@ async def test_http_mode_answers_a_signed_event(slack: Any, powabase: Any, tmp_p
         assert await slack.deliver_http(url, "sig-secret", event) == 200
         await slack.wait_for(lambda: http_bot.answerer.finished >= 1, timeout=20)
         assert bot_replies(slack, DM, "1700000001.000100")
+        # health, readiness and metrics share the port with the events endpoint
+        base = f"http://127.0.0.1:{http_bot.http_port}"
+        async with aiohttp.ClientSession() as session:
+            for path, expected in (("/healthz", '"ok"'), ("/readyz", '"ready": true'),
+                                   ("/metrics", "powabot_answers_total")):  # fmt: skip
+                async with session.get(base + path) as response:
+                    assert response.status == 200 and expected in await response.text(), path
     finally:
         await http_bot.stop()
 

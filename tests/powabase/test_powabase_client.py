@@ -15,7 +15,7 @@ from bot.errors import (
     UpstreamStreamError,
     UpstreamTimeoutError,
 )
-from bot.powabase.client import PowabaseClient, make_http_client
+from bot.powabase.client import FrameSizeGuard, PowabaseClient, make_http_client, open_powabase
 from bot.powabase.events import (
     ChunkEvent,
     CompleteEvent,
@@ -25,6 +25,7 @@ from bot.powabase.events import (
     StreamEvent,
     UnknownEvent,
 )
+from bot.settings import Settings
 
 ANSWER = "Refunds: 30 days — naïve café ☕ 🇫🇷"
 FRAMES = [
@@ -220,3 +221,99 @@ async def test_wrong_content_type_is_stream_error() -> None:
 
     with pytest.raises(UpstreamStreamError):
         await collect(client_for(handler))
+
+
+# --- a cap on one frame -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("newline", [True, False])
+async def test_an_oversize_frame_ends_the_stream_after_the_events_before_it(newline: bool) -> None:
+    """One `data:` line past the cap (with or without a newline ever coming) is a stream error,
+    and every event before it still reaches the caller."""
+    huge = b"data: " + b"x" * 40_000 + (b"\n\n" if newline else b"")
+    chunks = [sse_bytes(FRAMES[:3]), *split_every(huge, 4096), sse_bytes(FRAMES[3:])]
+    http = make_http_client(
+        "http://127.0.0.1:9", "k", transport=httpx.MockTransport(streaming(chunks))
+    )
+    client = PowabaseClient(http, "orch", max_frame_chars=30_000)
+    seen: list[StreamEvent] = []
+    with pytest.raises(UpstreamStreamError, match="longer than 30000"):
+        try:
+            async for event in client.stream_run("q"):
+                seen.append(event)
+        finally:
+            await http.aclose()
+    assert [e.event for e in seen] == [f["event"] for f in FRAMES[:3]]
+
+
+async def test_many_frames_each_under_the_cap_pass() -> None:
+    """The cap is per frame: a long stream of normal frames (CRLF too) is not cut."""
+    frames = [FRAMES[0], *[{"event": "content_delta", "delta": "y" * 900}] * 200, FRAMES[-1]]
+    data = sse_bytes(frames, newline="\r\n")
+    http = make_http_client(
+        "http://127.0.0.1:9", "k", transport=httpx.MockTransport(streaming(split_every(data, 777)))
+    )
+    client = PowabaseClient(http, "orch", max_frame_chars=2_000)
+    events = await collect(client)
+    assert len(events) == 202 and isinstance(events[-1], CompleteEvent)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "size"),
+    [
+        (["data: abc\n\n"], 0),
+        (["data: abc\n\ndata: de"], 8),
+        (["data: abc\r", "\n", "\r\n"], 0),
+        (["data: abc\r", "\ndata: x"], 18),
+        (["data: a\n", "data: b\n"], 16),
+        (["data: a\n", "\n", "data: b"], 7),
+    ],
+)
+def test_frame_size_guard_counts_since_the_last_blank_line(pieces: list[str], size: int) -> None:
+    """The guard's count restarts at every blank line, whatever the line breaks and splits."""
+    guard = FrameSizeGuard(limit=100)
+    for piece in pieces:
+        guard.feed(piece)
+    assert guard.size == size
+
+
+# --- how a run ends -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["cancelled", "timeout", "paused", "failed"])
+async def test_complete_with_any_status_but_completed_is_a_run_error(status: str) -> None:
+    """A `complete` that is not "completed" is yielded, then raised as UpstreamRunError."""
+    frames = [FRAMES[0], {"event": "complete", "status": status, "content": ""}]
+    client = client_for(streaming([sse_bytes(frames)]))
+    seen: list[StreamEvent] = []
+    with pytest.raises(UpstreamRunError, match=status):
+        try:
+            async for event in client.stream_run("q"):
+                seen.append(event)
+        finally:
+            await client.http.aclose()
+    assert isinstance(seen[-1], CompleteEvent) and seen[-1].status == status
+
+
+async def test_open_powabase_builds_the_client_from_settings_and_closes_it() -> None:
+    """The factory sends the configured key to the configured orchestration; aclose closes it."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=sse_bytes(FRAMES)
+        )
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        POWABASE_URL="http://127.0.0.1:9/",
+        POWABASE_API_KEY="pb-secret",
+        POWABASE_ORCHESTRATION_ID="orch_9",
+    )
+    client = open_powabase(settings, transport=httpx.MockTransport(handler))
+    events = [e async for e in client.stream_run("hi")]
+    await client.aclose()
+    assert isinstance(events[-1], CompleteEvent) and client.http.is_closed
+    assert seen[0].url == "http://127.0.0.1:9/api/orchestrations/orch_9/run/stream"
+    assert seen[0].headers["authorization"] == "Bearer pb-secret"

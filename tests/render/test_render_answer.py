@@ -162,7 +162,8 @@ def test_done_with_empty_answer_still_says_something(build: Build) -> None:
 
 
 NOTICE_START = {
-    ErrorKind.UNREACHABLE: ":warning: I couldn't reach the support system",
+    ErrorKind.UNAVAILABLE: ":warning: I'm having trouble reaching the support system",
+    ErrorKind.MISCONFIGURED: ":warning: I'm not set up correctly right now; the team has been",
     ErrorKind.REJECTED: ":warning: The support system turned this request down",
     ErrorKind.RUN_FAILED: ":warning: Something went wrong while the answer was being prepared.",
     ErrorKind.INTERRUPTED: ":warning: The answer was cut off before it finished.",
@@ -236,7 +237,7 @@ def test_mass_mentions_in_answer_are_neutralised(build: Build) -> None:
 def test_long_answer_splits_and_notice_fits(build: Build) -> None:
     """A long failed answer is several messages, each within the limit, notice on the last."""
     paragraphs = [
-        f"Paragraph {n}. " + "The refund policy explains things. " * 20 for n in range(12)
+        f"Paragraph {n}. " + "The refund policy explains things. " * 10 for n in range(12)
     ]
     state = build([START, delta("\n\n".join(paragraphs))])
     state.fail(ErrorKind.TIMEOUT, "silent", 300.0)

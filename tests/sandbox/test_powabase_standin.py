@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from sandbox.powabase import PowabaseStandin
+from sandbox.powabase.faults import CHAOS_KINDS, PROXY_RESET_TEXT, FaultPlan
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "seed-content"
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -434,6 +436,89 @@ async def test_delay_fault_sends_keepalives_during_silence(client: httpx.AsyncCl
     assert frames[0] == ": keepalive" and frames.count(": keepalive") >= 3
     first_event = next(i for i, f in enumerate(frames) if isinstance(f, dict))
     assert all(f == ": keepalive" for f in frames[:first_event])
+    assert events[-1]["event"] == "complete"
+
+
+async def test_text_status_fault_answers_a_proxy_style_plain_text_page(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """`text_status` answers a plain-text body, as Envoy and load balancers do, with Retry-After."""
+    standin.inject_run_fault("text_status", status=503, body=PROXY_RESET_TEXT, retry_after="7")
+    response, raw, _ = await run(client, orch_id, "refund window?")
+    assert response.status_code == 503 and response.headers["retry-after"] == "7"
+    assert response.headers["content-type"].startswith("text/plain")
+    assert raw.decode() == PROXY_RESET_TEXT
+
+
+@pytest.mark.parametrize("run_status", ["cancelled", "timeout", "paused"])
+async def test_ended_fault_completes_with_another_status(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str, run_status: str
+) -> None:
+    """`ended` streams part of the answer, then `complete` with the given status and no chunk."""
+    standin.inject_run_fault("ended", after_deltas=2, run_status=run_status)
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    assert events[-1]["event"] == "complete" and events[-1]["status"] == run_status
+    assert len(final_deltas(events)) == 2 and not by_name(events, "chunk")
+    assert standin.runs[-1].status == run_status
+
+
+async def test_stall_fault_sends_not_a_byte_mid_answer(client: httpx.AsyncClient) -> None:
+    """`stall` goes fully silent (no keepalives) after N final deltas, then finishes the run."""
+    async with PowabaseStandin(keepalive_interval=0.05) as pb:
+        oid = pb.seed_from(SEED_DIR)
+        pb.inject_run_fault("stall", after_deltas=2, delay=0.4)
+        async with httpx.AsyncClient(base_url=pb.url, headers=dict(client.headers)) as c:
+            _, _, events = await run(c, oid, "What is the refund window for Pro annual?")
+        record = pb.runs[-1]
+    assert events[-1]["event"] == "complete" and record.status == "completed"
+    times = [t for t, _ in record.events]
+    gaps = [(later - earlier, i) for i, (earlier, later) in enumerate(pairwise(times))]
+    longest, at = max(gaps)
+    assert longest >= 0.35  # a keepalive every 0.05 s would have broken this silence
+    before = [name for _, name in record.events[: at + 1] if name == "content_delta"]
+    assert record.events[at][1] == "content_delta" and len(before) > 2
+
+
+async def test_oversize_frame_fault_sends_one_enormous_data_line(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """`oversize_frame` sends one content_delta of N characters mid-answer, then the rest."""
+    standin.inject_run_fault("oversize_frame", after_deltas=1, frame_chars=300_000)
+    _, raw, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    (huge,) = [e for e in by_name(events, "content_delta") if len(e["delta"]) > 1000]
+    assert huge["delta"] == "x" * 300_000
+    assert events[-1]["event"] == "complete" and len(raw) > 300_000
+
+
+def test_chaos_draws_the_same_faults_for_the_same_seed() -> None:
+    """Chaos with a seed is reproducible; rate 0 draws nothing and rate 1 draws every time."""
+
+    def draws(rate: float, seed: int) -> list[str | None]:
+        plan = FaultPlan()
+        plan.chaos(rate=rate, seed=seed)
+        return [(f.kind if (f := plan.next_run_fault()) else None) for _ in range(200)]
+
+    first = draws(0.3, seed=1)
+    assert first == draws(0.3, seed=1) and first != draws(0.3, seed=2)
+    assert 30 <= sum(kind is not None for kind in first) <= 90
+    assert {kind for kind in first if kind} == set(CHAOS_KINDS)
+    assert draws(0.0, seed=1) == [None] * 200
+    assert None not in draws(1.0, seed=1)
+
+
+async def test_chaos_fails_runs_over_the_socket_and_records_them(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """With chaos on, runs fail at random as drawn; queued faults still come first."""
+    standin.faults.chaos(rate=1.0, seed=4, kinds=("status",), statuses=(502,))
+    standin.inject_run_fault("status", status=418)
+    first, _, _ = await run(client, orch_id, "refund window?")
+    second, _, _ = await run(client, orch_id, "refund window?")
+    assert (first.status_code, second.status_code) == (418, 502)
+    assert [r.fault for r in standin.runs] == ["status", "status"]
+    assert standin.faults.chaos_drawn == {"status": 1}
+    standin.faults.chaos(rate=0)
+    _, _, events = await run(client, orch_id, "refund window?")
     assert events[-1]["event"] == "complete"
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -124,6 +128,86 @@ async def test_injected_200_error_body(standin: SlackStandin) -> None:
         assert err.value.response["error"] == "edit_window_closed"
     await client.chat_update(channel="C1", ts=posted["ts"], text="new")
     assert standin.message("C1", posted["ts"]).text == "new"
+
+
+async def test_proxy_pages_reach_slack_sdk_as_non_json_errors(standin: SlackStandin) -> None:
+    """plain_5xx / html_5xx answer a proxy's text or HTML page, not Slack's JSON."""
+    client = _client(standin)
+    standin.inject("chat.postMessage", fault="plain_5xx")
+    standin.inject("chat.update", fault="html_5xx", status=504)
+    with pytest.raises(SlackApiError) as plain:
+        await client.chat_postMessage(channel="C1", text="hi")
+    assert plain.value.response.status_code == 503
+    assert str(plain.value.response.data).startswith("upstream connect error")
+    with pytest.raises(SlackApiError) as html:
+        await client.chat_update(channel="C1", ts="1.0", text="hi")
+    assert (html.value.response.status_code, html.value.response.data) == (504, {})
+    assert [c.error for c in standin.calls] == ["non_json_503", "non_json_504"]
+
+
+async def test_retry_after_date_fault_sends_an_http_date_at_least_that_far_ahead(
+    standin: SlackStandin,
+) -> None:
+    """retry_after_date answers 429 with `Retry-After` as an HTTP date, rounded up."""
+    standin.inject("chat.update", fault="retry_after_date", retry_after=5)
+    before = time.time()
+    with pytest.raises(SlackApiError) as err:
+        await _client(standin).chat_update(channel="C1", ts="1.0", text="hi")
+    assert err.value.response.status_code == 429
+    when = parsedate_to_datetime(err.value.response.headers["Retry-After"]).timestamp()
+    assert before + 5 <= when <= before + 7
+
+
+async def test_reset_fault_closes_the_connection_without_an_answer(standin: SlackStandin) -> None:
+    """reset closes the connection; slack_sdk retries once itself, then raises."""
+    standin.inject("chat.postMessage", fault="reset", times=2)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await _client(standin).chat_postMessage(channel="C1", text="hi")
+    assert [c.error for c in standin.calls] == ["connection_reset"] * 2
+    assert standin.bot_messages("C1") == []
+
+
+async def test_slow_fault_answers_normally_after_the_delay(standin: SlackStandin) -> None:
+    """slow delays the answer; the call itself goes through."""
+    standin.inject("chat.postMessage", fault="slow", delay=0.2)
+    started = time.monotonic()
+    await _client(standin).chat_postMessage(channel="C1", text="hi")
+    assert time.monotonic() - started >= 0.2
+    assert [m.text for m in standin.bot_messages("C1")] == ["hi"]
+
+
+async def test_error_injection_names_slacks_code(standin: SlackStandin) -> None:
+    """inject(error=...) answers HTTP 200 with that Slack error code."""
+    standin.inject("chat.postMessage", error="not_in_channel")
+    with pytest.raises(SlackApiError) as err:
+        await _client(standin).chat_postMessage(channel="C1", text="hi")
+    assert (err.value.response.status_code, err.value.response["error"]) == (200, "not_in_channel")
+
+
+async def test_chaos_fails_about_rate_of_write_calls_repeatably(standin: SlackStandin) -> None:
+    """chaos(rate, seed) fails that share of write calls, the same ones for the same seed."""
+
+    async def run(seed: int) -> list[str | None]:
+        standin.calls.clear()
+        chaos = standin.chaos(0.3, seed=seed, kinds=("ratelimited_200", "plain_5xx"))
+        assert chaos is not None
+        client = AsyncWebClient(
+            token=standin.bot_token, base_url=standin.api_url, retry_handlers=[]
+        )
+        for _ in range(100):
+            with contextlib.suppress(SlackApiError):
+                await client.chat_postMessage(channel="C1", text="hi")
+        await client.auth_test()  # reads are left alone
+        return [c.error for c in standin.calls]
+
+    first = await run(7)
+    assert first == await run(7)
+    failed = [e for e in first if e is not None]
+    assert 15 <= len(failed) <= 45
+    assert set(failed) == {"ratelimited", "non_json_503"}
+    assert first[-1] is None
+    standin.chaos(None)
+    await _client(standin).chat_postMessage(channel="C1", text="calm")
 
 
 async def test_rate_limits_answer_429_after_the_burst() -> None:

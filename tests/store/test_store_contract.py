@@ -209,6 +209,25 @@ async def test_set_agent_session_id_replaces_the_id(store: SessionStore) -> None
     assert after.updated_at >= before.updated_at
 
 
+async def test_an_id_mapped_to_another_thread_is_refused(
+    backend: Backend, store: SessionStore
+) -> None:
+    """A second thread can never be mapped to a session id another thread already uses."""
+    other = ThreadKey(KEY.team_id, KEY.channel_id, "1700000000.000900", "U2")
+    await store.reserve_session(KEY, "orch_sess_taken0000000", "first")
+    with pytest.raises(StoreError):
+        await store.reserve_session(other, "orch_sess_taken0000000", "second")
+    assert await store.get_session(other) is None
+    assert await backend.count_rows() == 1
+    await store.reserve_session(other, "orch_sess_free00000000", "second")
+    with pytest.raises(StoreError):
+        await store.set_agent_session_id(other, "orch_sess_taken0000000")
+    found = await store.get_session(other)
+    assert found is not None and found.agent_session_id == "orch_sess_free00000000"
+    first = await store.get_session(KEY)
+    assert first is not None and first.agent_session_id == "orch_sess_taken0000000"
+
+
 async def test_record_run_keeps_last_run_and_trace(backend: Backend, store: SessionStore) -> None:
     """The last run's id, status and delegation trace are stored with the conversation."""
     await store.reserve_session(KEY, "orch_sess_cccccccccccc", "t")

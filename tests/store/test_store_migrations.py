@@ -439,3 +439,110 @@ async def test_prune_keeps_recent_event_ids(admin: asyncpg.Connection) -> None:
     assert (
         await admin.fetchval("select string_agg(event_id, ',') from public.slack_events") == "new"
     )
+
+
+async def test_web_user_cannot_repoint_a_row_at_another_session(
+    admin: asyncpg.Connection, authenticator_dsn: str
+) -> None:
+    """A signed-in user cannot change their row's agent_session_id, but can still rename it."""
+    alice = await _new_user(admin, "alice@example.com")
+    await admin.execute(
+        "insert into public.chat_sessions (user_id, agent_session_id, title)"
+        " values ($1, 'orch_sess_alice0000000', 'old title')",
+        alice,
+    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await _visible(
+            authenticator_dsn,
+            "authenticated",
+            alice,
+            "update public.chat_sessions set agent_session_id = 'orch_sess_victim000000'"
+            " where user_id = $1",
+            alice,
+        )
+    renamed = await _visible(
+        authenticator_dsn,
+        "authenticated",
+        alice,
+        "update public.chat_sessions set title = 'new title' where user_id = $1"
+        " returning agent_session_id, title",
+        alice,
+    )
+    assert [tuple(r) for r in renamed] == [("orch_sess_alice0000000", "new title")]
+
+
+async def test_a_session_id_belongs_to_one_row(
+    admin: asyncpg.Connection, authenticator_dsn: str
+) -> None:
+    """A second row with an existing session id is refused, a web user's copy included."""
+    bob = await _new_user(admin, "bob@example.com")
+    mallory = await _new_user(admin, "mallory@example.com")
+    await admin.fetchval(SLACK_ROW, "T1", "C1", "1.1", "UBOB", "orch_sess_bobslack0000", "q")
+    await admin.execute(
+        "insert into public.chat_sessions (user_id, agent_session_id) values ($1, $2)",
+        bob,
+        "orch_sess_bobweb00000",
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await admin.fetchval(SLACK_ROW, "T1", "C1", "1.2", "U2", "orch_sess_bobslack0000", "q")
+    for copied in ("orch_sess_bobslack0000", "orch_sess_bobweb00000"):
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await _visible(
+                authenticator_dsn,
+                "authenticated",
+                mallory,
+                "insert into public.chat_sessions (user_id, agent_session_id) values ($1, $2)",
+                mallory,
+                copied,
+            )
+    assert await admin.fetchval("select count(*) from public.chat_sessions") == 2
+
+
+async def test_unique_ids_migration_keeps_rows_that_already_share_an_id(
+    bootstrapped_db: str,
+) -> None:
+    """Rows sharing an id before 007 survive it: the oldest keeps the id, the rest get new ones."""
+    before_007 = [p for p in MIGRATIONS if p.name < "007"]
+    conn = await _connect(bootstrapped_db)
+    try:
+        for path in before_007:
+            await conn.execute(path.read_text())
+        user = await _new_user(conn, "early@example.com")
+        rows = [
+            ("orch_sess_000000000001", "web oldest", None),
+            ("orch_sess_000000000001", "web newer", None),
+            ("orch_sess_000000000001", "slack newest", "1.3"),
+            ("orch_sess_000000000002", "web alone", None),
+        ]
+        for n, (session, title, thread) in enumerate(rows):
+            slack = ("T1", "C1", thread, "U1") if thread else (None,) * 4
+            await conn.execute(
+                "insert into public.chat_sessions (user_id, agent_session_id, title,"
+                " slack_team_id, slack_channel_id, slack_thread_ts, slack_user_id, created_at)"
+                " values ($1, $2, $3, $4, $5, $6, $7, now() - make_interval(mins => $8))",
+                None if thread else user,
+                session,
+                title,
+                *slack,
+                100 - n,
+            )
+        for path in MIGRATIONS:  # everything, as the release loop does
+            await conn.execute(path.read_text())
+        await conn.execute((SQL_DIR / "007_agent_session_ids.sql").read_text())  # and again
+        found = {
+            r["title"]: r["agent_session_id"]
+            for r in await conn.fetch("select title, agent_session_id from public.chat_sessions")
+        }
+        assert len(found) == 4 and len(set(found.values())) == 4
+        assert found["web oldest"] == "orch_sess_000000000001"
+        assert found["web alone"] == "orch_sess_000000000002"
+        for title in ("web newer", "slack newest"):
+            assert found[title].startswith("orch_sess_") and len(found[title]) == 10 + 64
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "insert into public.chat_sessions (user_id, agent_session_id) values ($1, $2)",
+                user,
+                found["web newer"],
+            )
+    finally:
+        await conn.close()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
+import bot.cli
 from bot.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_without_settings_names_every_missing_variable(
@@ -57,7 +63,7 @@ async def test_demo_plays_the_conversation_and_says_it_used_stand_ins() -> None:
     """`powabot demo` answers a DM, a mention and a follow-up, and says what is simulated."""
     import structlog
 
-    from bot.demo import run_demo
+    from sandbox.demo import run_demo
 
     out = io.StringIO()
     root = logging.getLogger()
@@ -73,3 +79,50 @@ async def test_demo_plays_the_conversation_and_says_it_used_stand_ins() -> None:
     assert text.count("posts the delegation trace") == 3
     assert "follow-up continued the thread's Powabase session: yes" in text
     assert "first content_delta leaving Powabase → first Slack edit carrying text" in text
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module an `import` / `from … import` in `path` names, at any depth."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+            "import_module",
+            "__import__",
+        ):
+            names.update(a.value for a in node.args if isinstance(a, ast.Constant))
+    return names
+
+
+def test_the_product_imports_no_stand_in_or_tool() -> None:
+    """Nothing under bot/ imports sandbox/, tests/ or bench/, so the product runs without them."""
+    offenders = {
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / "bot").rglob("*.py"))
+        for name in _imported_modules(path)
+        if name.split(".")[0] in ("sandbox", "tests", "bench")
+    }
+    assert offenders == set()
+
+
+def test_demo_without_a_source_checkout_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the stand-ins are not installed (the image), `powabot demo` exits 2 with a hint."""
+    missing = EntryPoint("demo", "powabot_absent_tools.demo:main", "powabot.commands")
+    monkeypatch.setattr(bot.cli, "entry_points", lambda **_: [missing])
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "source checkout" in err and "pip install -e ." in err
+    assert "Traceback" not in err
+
+
+def test_demo_is_found_through_the_installed_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`powabot demo --interactive` reaches the checkout's demo with its own arguments."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr("sandbox.demo.main", lambda argv: seen.append(argv) or 0)
+    assert main(["demo", "--interactive"]) == 0
+    assert seen == [["--interactive"]]

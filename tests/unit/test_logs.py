@@ -6,11 +6,13 @@ import json
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
 
-from bot.logs import configure_logging, redact_text
+from bot.logs import configure_logging, redact_text, register_secrets, url_passwords
+from bot.settings import Settings
 
 SLACK_BOT = "xoxb-1111-2222-AbCdEfGhIjKl"
 SLACK_APP = "xapp-1-A0123-4567-deadbeef"
@@ -32,6 +34,7 @@ def _restore_logging() -> Iterator[None]:
                 root.removeHandler(handler)
         root.setLevel(saved_level)
         structlog.configure(**saved_config)
+        register_secrets([])
 
 
 def _json_lines(err: str) -> list[dict[str, Any]]:
@@ -213,3 +216,132 @@ def test_unknown_format_or_level_is_a_clear_error() -> None:
 def test_redact_text_hides_credentials_and_keeps_ordinary_text(text: str, expected: str) -> None:
     """Each credential shape is replaced in place; ordinary words and numbers are untouched."""
     assert redact_text(text) == expected
+
+
+# Configured secrets that match none of the patterns, so only value redaction can catch them.
+# The DSN password holds every character that breaks naive URL parsing.
+DSN_PASSWORD = "p/ss@w:rd%41-Lx9q"
+SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-5550001-Bz8QwErTyUiOp",
+    "SLACK_APP_TOKEN": "xapp-1-A0SOCKET-77-c0ffee42",
+    "SLACK_SIGNING_SECRET": "8f14e45fceea167a5a36dedd4bea2543",
+    "POWABASE_API_KEY": "pbk_live_Q3xv9Zk2mT8wL4rN",
+    "SUPABASE_SERVICE_ROLE_KEY": "srk.Zp8Qr7Tv6Wx5Yz4A.Opaque",
+}
+
+
+def _configured_settings() -> Settings:
+    """Settings as a mounted-secrets deployment gives them: padded, with trailing newlines."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{name: f"  {value}\n" for name, value in SECRETS.items()},
+        SUPABASE_URL="https://project.supabase.example",  # type: ignore[arg-type]
+        POWABOT_STORE=f"postgresql://bot:{quote(DSN_PASSWORD, safe='')}@db.internal:5432/powabot\n",
+    )
+
+
+def _every_spelling(secret: str) -> set[str]:
+    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret)}
+
+
+def _log_every_shape(secret: str) -> None:
+    """Log `secret` the ways code and libraries actually leak one."""
+    log = structlog.get_logger("t")
+    log.info(f"connecting with {secret}")
+    log.info("call_failed", detail=f"rejected {secret}", body={"echo": secret}, items=[secret])
+    headers = {"Authorization": f"Bearer {secret}", "apikey": secret, "X-Trace": secret}
+    log.warning("request_failed", sent=str(headers), headers_seen=headers)
+    log.info(
+        "store_target", target=f"postgresql://bot:{secret}@db:5432/x", enc=quote(secret, safe="")
+    )
+    log.info("query", url=f"https://h.example/cb?state=1&sig={quote_plus(secret)}")
+    try:
+        raise ConnectionError(f"handshake with {secret} failed; headers={headers!r}")
+    except ConnectionError:
+        log.exception("answer_crashed")
+    logging.getLogger("httpx").warning("upstream said %r for %s", headers, secret)
+    try:
+        raise ValueError(f"bad dsn postgresql://bot:{quote(secret, safe='')}@db/x")
+    except ValueError:
+        logging.getLogger("asyncpg").exception("pool failed")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_configured_secret_reaches_the_log_in_any_shape(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every configured secret, logged raw, encoded, in headers, DSNs and tracebacks, is hidden."""
+    settings = _configured_settings()
+    settings = settings.model_copy(update={"LOG_FORMAT": fmt})
+    configure_logging(settings)
+    secrets = [*SECRETS.values(), DSN_PASSWORD, quote(DSN_PASSWORD, safe="")]
+    for secret in secrets:
+        _log_every_shape(secret)
+    err = capsys.readouterr().err
+    for secret in secrets:
+        for spelling in _every_spelling(secret):
+            assert spelling not in err, f"{spelling!r} leaked"
+    assert err.count("answer_crashed") == len(secrets)
+    assert "Traceback (most recent call last)" in err
+    assert "[redacted]" in err
+
+
+def test_secrets_are_stripped_at_load_and_redacted_as_stripped() -> None:
+    """A key with a trailing newline is used without it, and that exact value is redacted."""
+    settings = _configured_settings()
+    assert settings.POWABASE_API_KEY is not None
+    assert settings.POWABASE_API_KEY.get_secret_value() == SECRETS["POWABASE_API_KEY"]
+    assert settings.POWABOT_STORE.endswith("/powabot")
+    configure_logging(settings)
+    assert redact_text(f"key={SECRETS['POWABASE_API_KEY']}\n") == "key=[redacted]\n"
+    assert redact_text(f"k {SECRETS['SLACK_SIGNING_SECRET'].upper()}") == "k [redacted]"
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\n"])
+def test_a_blank_secret_is_refused_at_load(value: str) -> None:
+    """An empty or whitespace-only secret is a settings error, never a blank credential."""
+    with pytest.raises(ValueError, match="SLACK_SIGNING_SECRET"):
+        Settings(_env_file=None, SLACK_SIGNING_SECRET=value)  # type: ignore[call-arg]
+
+
+def test_a_secret_with_a_line_break_inside_is_refused_without_echoing_it() -> None:
+    """Two lines in a mounted secret file are an error that does not show the value."""
+    from bot.errors import ConfigError
+    from bot.settings import load_settings
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, _env_file=None, POWABASE_API_KEY="first-half\nsecond-half")
+    assert "POWABASE_API_KEY" in str(caught.value)
+    assert "first-half" not in str(caught.value)
+
+
+def test_short_secrets_do_not_blank_out_ordinary_text() -> None:
+    """A configured value under 8 characters is not redacted by value (it would hit words)."""
+    register_secrets(["team", "  1234567\n", None, "longenough-secret"])
+    text = "the team said 1234567 and longenough-secret"
+    assert redact_text(text) == "the team said 1234567 and [redacted]"
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("postgresql://bot:p/ss@w:rd@db:5432/x", "p/ss@w:rd"),
+        ("postgresql://bot:p%2Fss%40w%3Ard@db:5432/x", "p%2Fss%40w%3Ard"),
+        ("postgres://db.example/x?user=bot&password=s3cr%40t!", "s3cr@t!"),
+        ("sqlite:////data/powabot.db", None),
+        ("https://project.supabase.example", None),
+    ],
+)
+def test_url_passwords_finds_the_password_however_it_is_written(
+    url: str, password: str | None
+) -> None:
+    """A DSN's password is found whole even with `/`, `@`, `:` or `%` in it."""
+    found = url_passwords(url)
+    assert (password in found) if password else not found
+
+
+def test_a_password_with_slash_and_at_is_hidden_in_an_unconfigured_dsn() -> None:
+    """Without any configured secret, a DSN's password holding `/` or `@` is still hidden."""
+    assert redact_text("dsn postgresql://bot:p/ss@w:rd@db:5432/x ok") == (
+        "dsn postgresql://bot:[redacted]@db:5432/x ok"
+    )

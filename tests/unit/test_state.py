@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from bot.powabase.events import parse_event
-from bot.state import ActivityKind, AnswerState, ErrorKind, Phase
+from bot.state import (
+    FIELD_CHARS,
+    MAX_DELEGATIONS,
+    MAX_TOOL_STEPS,
+    ActivityKind,
+    AnswerState,
+    ErrorKind,
+    Phase,
+)
 
 
 def feed(state: AnswerState, frames: list[dict[str, Any]], start: float = 0.0) -> None:
@@ -72,11 +82,11 @@ def test_activity_names_specialist_and_search_before_text() -> None:
 
 
 def test_specialist_report_is_not_the_answer() -> None:
-    """Text streamed inside a delegation goes to the trace, not to the user's answer."""
+    """Text streamed inside a delegation is neither the user's answer nor kept in memory."""
     state = AnswerState()
     feed(state, RUN[:8])
     assert state.text == ""
-    assert state.delegations[0].report == "Specialist report"
+    assert "Specialist report" not in repr(state)
     assert state.activity is not None and state.activity.kind is ActivityKind.SYNTHESIZING
 
 
@@ -116,3 +126,44 @@ def test_unknown_events_change_nothing_visible() -> None:
     state = AnswerState()
     feed(state, [RUN[0], {"event": "hook_result", "x": 1}, {"event": "step_reset"}])
     assert state.unknown_events == 2 and state.text == ""
+
+
+@pytest.mark.parametrize("status", ["cancelled", "timeout", "paused", "", "failed"])
+def test_complete_with_any_status_but_completed_is_a_failure(status: str) -> None:
+    """A `complete` whose status is not "completed" ends the answer failed, text kept as partial."""
+    state = AnswerState()
+    complete = {"event": "complete", "status": status, "content": "Pro plans can"}
+    feed(state, [RUN[0], complete])
+    assert state.phase is Phase.FAILED and state.text == "Pro plans can"
+    assert state.error is not None and state.error.kind is ErrorKind.RUN_FAILED
+    assert repr(status) in state.error.detail
+
+
+def test_a_hostile_trace_stays_bounded() -> None:
+    """Thousands of delegations and searches with huge texts keep only bounded trace data."""
+    huge = "x" * 50_000
+    frames: list[dict[str, Any]] = [RUN[0]]
+    for n in range(MAX_TOOL_STEPS + 50):
+        call = {"event": "tool_call", "tool_name": "knowledge_search", "call_id": f"k{n}"}
+        frames.append({**call, "arguments": {"query": huge}})
+        frames.append({"event": "tool_result", "call_id": f"k{n}", "result_preview": huge})
+    for _ in range(MAX_DELEGATIONS + 20):
+        frames.append({"event": "delegation_started", "agent": huge, "task": huge})
+        frames.append({"event": "content_delta", "delta": huge})
+    state = AnswerState()
+    feed(state, frames)
+    steps = state.coordinator_tools
+    assert len(steps) == MAX_TOOL_STEPS
+    assert all(len(s.query or "") == FIELD_CHARS for s in steps)
+    assert all(len(s.result_preview or "") == FIELD_CHARS for s in steps)
+    assert len(state.delegations) == MAX_DELEGATIONS
+    assert len(state.delegations[0].task or "") == FIELD_CHARS
+    assert state.text == ""
+    assert len(repr(state)) < 4 * FIELD_CHARS * (MAX_DELEGATIONS + MAX_TOOL_STEPS)
+
+
+def test_an_unknown_orchestration_error_event_is_misconfiguration() -> None:
+    """An early `error` with code not_found (a wrong orchestration id) is a setup problem."""
+    state = AnswerState()
+    feed(state, [{"event": "error", "error": "Orchestration not found", "code": "not_found"}])
+    assert state.error is not None and state.error.kind is ErrorKind.MISCONFIGURED

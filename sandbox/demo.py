@@ -3,10 +3,16 @@
 Everything the bot does here is the code `powabot run` runs; only the base URLs point at the
 stand-ins in `sandbox/`. The Powabase stand-in is provisioned through `provisioning/` first, so
 the answers come from the files in `seed-content/` that were just uploaded.
+
+The demo is a tool of the source checkout, not part of the product: it lives beside the
+stand-ins, `bot/` never imports it, and the image ships neither. `powabot demo` finds it
+through the `powabot.commands` entry point in pyproject.toml (`python -m sandbox.demo` works
+too, from the checkout's root).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -21,6 +27,11 @@ import httpx
 from bot.logs import configure_logging
 from bot.service import Powabot
 from bot.settings import Settings
+from provisioning.apply import provision
+from provisioning.progress import NullProgress
+from provisioning.spec import load_spec
+from sandbox.powabase import PowabaseStandin
+from sandbox.slack import SlackStandin
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_USER = "U0ALICE"
@@ -166,12 +177,6 @@ def _first_text_latency(slack: Any, run: Any, thread_ts: str, channel: str) -> f
 
 
 async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> int:
-    from provisioning.apply import provision
-    from provisioning.progress import NullProgress
-    from provisioning.spec import load_spec
-    from sandbox.powabase import PowabaseStandin
-    from sandbox.slack import SlackStandin
-
     configure_logging("console", "warning")
     print("powabot demo", file=out)
     print(
@@ -208,15 +213,16 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
             file=out,
         )
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             SLACK_BOT_TOKEN=slack.bot_token,
             SLACK_APP_TOKEN=slack.app_token,
             SLACK_API_URL=slack.api_url,
-            POWABASE_URL=powabase.url,  # type: ignore[arg-type]
+            POWABASE_URL=powabase.url,
             POWABASE_API_KEY=powabase.api_key,
             POWABASE_ORCHESTRATION_ID=result.orchestration_id,
             POWABOT_STORE=f"sqlite:///{Path(tmp.name) / 'powabot.db'}",
             LOG_FORMAT="console",
+            PORT=0,  # health and metrics on a free port: the demo never collides with a bot
         )
         bot = Powabot(settings)
         await bot.start()
@@ -308,3 +314,21 @@ async def _interactive(slack: Any, bot: Powabot, narrator: Narrator, out: TextIO
         turn = Turn("dm", line.strip(), "D0YOU")
         await _ask(slack, bot, turn, narrator, wait=120)
         _print_thread(slack, turn, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`powabot demo [--interactive]` (and `python -m sandbox.demo`): the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="powabot demo",
+        description="Play a short conversation against local Slack and Powabase stand-ins.",
+    )
+    parser.add_argument("--interactive", action="store_true", help="type your own questions")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run_demo(interactive=args.interactive))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

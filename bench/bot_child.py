@@ -1,6 +1,8 @@
-"""The bot's side of the benchmark: the production `Powabot` in a process of its own.
+"""Runs INSIDE the bot's child process: the production `Powabot` in a process of its own.
 
-    python -m bench.botproc --budgets '{"edits_per_minute": 500, ...}' --lag-interval 0.02
+The parent side (which starts, drives and stops this process) is `bench/bot_launcher.py`.
+
+    python -m bench.bot_child --budgets '{"edits_per_minute": 500, ...}' --lag-interval 0.02
 
 Settings come from the environment exactly as in production (the parent sets SLACK_*,
 POWABASE_* and POWABOT_* for the stand-ins). The process prints one JSON line
@@ -21,7 +23,7 @@ from typing import Any
 
 from bench.lag import LagTicker
 from bench.stats import summary
-from bot.logs import configure_logging
+from bot.logs import configure_logging, secret_values
 from bot.service import Powabot
 from bot.settings import Settings
 from bot.slack.budget import Budgets
@@ -62,12 +64,13 @@ async def _stdin_lines() -> asyncio.StreamReader:
     return reader
 
 
-async def serve(budgets: dict[str, float], lag_interval: float, slow_callback: float) -> None:
+async def serve(
+    settings: Settings, budgets: dict[str, Any], lag_interval: float, slow_callback: float
+) -> None:
     if slow_callback > 0:  # diagnosis: asyncio logs every callback that holds the loop longer
         loop = asyncio.get_running_loop()
         loop.set_debug(True)
         loop.slow_callback_duration = slow_callback
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
     bot = Powabot(settings, budgets=Budgets(**budgets))
     ticker = LagTicker(lag_interval)
     ticker.start()
@@ -94,7 +97,7 @@ async def serve(budgets: dict[str, float], lag_interval: float, slow_callback: f
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.botproc")
+    parser = argparse.ArgumentParser(prog="python -m bench.bot_child")
     parser.add_argument("--budgets", required=True, help="JSON keyword arguments for Budgets")
     parser.add_argument("--lag-interval", type=float, default=0.02)
     parser.add_argument("--log-level", default="info")
@@ -109,8 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         budgets = json.loads(args.budgets)
     except json.JSONDecodeError as exc:
         parser.error(f"--budgets is not JSON: {exc}")
-    configure_logging("json", args.log_level)
-    asyncio.run(serve(budgets, args.lag_interval, args.slow_callback))
+    settings = Settings(_env_file=None)
+    configure_logging("json", args.log_level, secrets=secret_values(settings))
+    asyncio.run(serve(settings, budgets, args.lag_interval, args.slow_callback))
 
 
 if __name__ == "__main__":

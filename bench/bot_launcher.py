@@ -1,4 +1,7 @@
-"""The parent's handle on the bot child process (`bench.botproc`): start, ask, stop."""
+"""Runs in the PARENT (the bench): starts the bot's child process, asks it, stops it.
+
+What runs inside that child is `bench/bot_child.py`.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def child_env(settings: dict[str, str]) -> dict[str, str]:
 
 
 class BotProcess:
-    """One `python -m bench.botproc` child; its stderr (JSON logs) goes to `log_path`."""
+    """One `python -m bench.bot_child` child; its stderr (JSON logs) goes to `log_path`."""
 
     def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, log_file: Any) -> None:
         self.proc = proc
@@ -56,7 +59,7 @@ class BotProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bench.botproc",
+            "bench.bot_child",
             "--budgets",
             json.dumps(budgets),
             "--lag-interval",

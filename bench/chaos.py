@@ -25,7 +25,14 @@ from typing import Any
 from bench.config import BenchConfig
 from bench.measure import Asked, Outcome
 from bench.phases import FINISH_POLL, PhaseResult, _deadline, _finish, _world
-from bot.render.answer import NOTICES
+from bot.render.answer import (
+    AFTER_PREVIOUS,
+    IN_LINE,
+    NOTICES,
+    PLACEHOLDER,
+    STILL_WORKING,
+    TYPING,
+)
 from bot.state import ErrorKind
 from sandbox.slack import StoredMessage
 
@@ -44,6 +51,11 @@ class ChaosOutcome:
     problem: str | None  # why a lost answer counts as lost
 
 
+# What a reply shows only while an answer is still on its way: any of these left in a thread
+# once everything settled is a user looking at an answer that never comes.
+IN_PROGRESS = (PLACEHOLDER, IN_LINE, AFTER_PREVIOUS, STILL_WORKING)
+
+
 def notice_kind(text: str) -> ErrorKind | None:
     """The failure notice a reply shows, by the notice's first sentence."""
     for kind, (what, _todo) in NOTICES.items():
@@ -52,8 +64,28 @@ def notice_kind(text: str) -> ErrorKind | None:
     return None
 
 
+def hanging(replies: Sequence[StoredMessage]) -> str | None:
+    """Why the thread still looks unfinished (a placeholder, an "in line" or "still working"
+    status, a typing indicator, an open native stream), or None."""
+    for reply in replies:
+        for marker in IN_PROGRESS:
+            if marker in reply.text:
+                return f"a reply still shows {marker!r}"
+        if reply.text.endswith(TYPING):
+            return "a reply still ends with the typing indicator"
+        if reply.stream_state == "streaming":
+            return "a native stream was never stopped"
+    return None
+
+
 def classify(outcome: Outcome, replies: Sequence[StoredMessage]) -> ChaosOutcome:
-    """complete / notice (with its cause) / lost, for one question."""
+    """complete / notice (with its cause) / lost, for one question.
+
+    Complete: the exact rendered answer (`Outcome.exact`). Notice: the thread's last reply that
+    carries a notice names a cause the user can act on, and nothing in the thread still looks
+    in progress. Anything else is lost, including a notice for a bug on our side (INTERNAL),
+    which names no cause.
+    """
     base: dict[str, Any] = {
         "index": outcome.index,
         "channel": outcome.channel,
@@ -61,12 +93,16 @@ def classify(outcome: Outcome, replies: Sequence[StoredMessage]) -> ChaosOutcome
     }
     if outcome.exact and outcome.run_status is not None:
         return ChaosOutcome(**base, result="complete", cause=None, problem=None)
-    for reply in reversed(replies):
-        kind = notice_kind(reply.text)
-        if kind is not None:
-            return ChaosOutcome(**base, result="notice", cause=kind.value, problem=None)
     if not replies:
-        problem = "no reply at all"
+        return ChaosOutcome(**base, result="lost", cause=None, problem="no reply at all")
+    stuck = hanging(replies)
+    kinds = [kind for kind in (notice_kind(r.text) for r in replies) if kind is not None]
+    if stuck is None and kinds and kinds[-1] is not ErrorKind.INTERNAL:
+        return ChaosOutcome(**base, result="notice", cause=kinds[-1].value, problem=None)
+    if stuck is not None:
+        problem = stuck
+    elif kinds:
+        problem = "the notice names no cause (internal error)"
     else:
         problem = outcome.problem or f"last reply shows {replies[-1].text[:80]!r}"
     return ChaosOutcome(**base, result="lost", cause=None, problem=problem)

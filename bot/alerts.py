@@ -13,15 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import Counter
+
+from bot.metrics import OPERATOR_ALERTS
 
 log = structlog.get_logger(__name__)
 
-OPERATOR_ALERTS = Counter(
-    "powabot_operator_alerts",
-    "Faults an operator must fix (bad Slack token, bad Powabase key or orchestration id)",
-    ["source", "reason"],
-)
 
 BURST = 300.0  # seconds: one error log per source and reason in this window
 STALE_AFTER = 900.0  # an alert nobody re-raised for this long no longer holds readiness

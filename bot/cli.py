@@ -26,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="play a short conversation against local Slack and Powabase stand-ins"
     )
     demo.add_argument("--interactive", action="store_true", help="type your own questions")
-    sub.add_parser("doctor", help="check settings, the session store, Slack and Powabase")
+    doctor = sub.add_parser(
+        "doctor", help="check Slack tokens and scopes, Powabase and the store; exit 1 on a failure"
+    )
+    doctor.add_argument(
+        "--output", choices=("text", "json"), default="text", help="one line per check, or JSON"
+    )
     sub.add_parser(
         "provision", add_help=False, help="create the Powabase support team (see --help)"
     )
@@ -117,12 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_CONFIG
             return demo(["--interactive"] if args.interactive else [])
         if args.command == "doctor":
-            from bot.doctor import run_doctor
-            from bot.settings import load_settings
+            from bot.doctor import main as doctor_main
 
-            code, lines = asyncio.run(run_doctor(load_settings()))
-            print("\n".join(lines))
-            return code
+            return doctor_main(args.output)
     except ConfigError as exc:
         print(f"powabot: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 
 from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError, StoreError, UpstreamError
 from bot.limits import Admission, KeyedLocks
+from bot.metrics import ANSWERS
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
 from bot.powabase.outcome import error_kind, operator_reason
@@ -29,12 +29,11 @@ from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_sessio
 
 log = structlog.get_logger(__name__)
 
-ANSWERS = Counter(
-    "powabot_answers",
-    "Answers by how they ended: delivered (Slack accepted the final text), lost (it did not), "
-    "skipped (the channel is gone or the bot token is refused: nothing asked upstream)",
-    ["outcome"],
-)
+# How long the Powabase run waits for the placeholder's outcome before starting anyway: long
+# enough for Slack to refuse a gone channel or a bad token (then nothing is asked upstream),
+# short enough that a placeholder queued behind the per-channel post budget (1/s) or a slow
+# Slack does not hold the answer back. A run started meanwhile is cancelled if Slack refuses.
+PLACEHOLDER_HEAD_START = 0.3  # seconds
 # A channel whose placeholder was refused as gone: for this long its answers post the
 # placeholder before asking Powabase (no run for a reply that cannot land). Bounded in size.
 UNREACHABLE_MEMORY = 600.0
@@ -97,8 +96,10 @@ class Answerer:
     """Answers questions; holds no per-conversation state between questions (the store does).
 
     Limits: at most `max_in_flight` answers run at once (the rest wait in line, FIFO, their
-    placeholder saying so), and one at a time per thread and user (a follow-up waits for the
-    answer before it). The Powabase run starts together with the placeholder post, not after it.
+    placeholder saying so); at most `max_queued` wait (past that the user is told at once that
+    the bot is busy); and one at a time per thread and user (a follow-up waits for the answer
+    before it, its placeholder saying so at once). The session lookup starts together with the
+    placeholder post, and the Powabase run at most `PLACEHOLDER_HEAD_START` after it.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class Answerer:
         publisher: Publisher,
         alerts: OperatorAlerts | None = None,
         max_in_flight: int = 200,
+        max_queued: int = 1000,
         stall_after: float = 8.0,
         run_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -118,6 +120,7 @@ class Answerer:
         self.publisher = publisher
         self.alerts: OperatorAlerts = alerts or publisher.alerts  # one set per process
         self.admission = Admission(max_in_flight)
+        self.max_queued = max_queued
         self.threads = KeyedLocks()
         self.stall_after = stall_after
         self.run_timeout = run_timeout
@@ -182,12 +185,20 @@ class Answerer:
             channel_type=q.channel_type,
         )
         me = asyncio.current_task()
-        if self.draining and (self.threads.busy(q.key) or not self.admission.available):
-            state.fail(ErrorKind.SHUTDOWN, "stopping: not queued", self.clock())
-            await self._deliver(q, state, stream, None)
-            return state
-        if me is not None:
-            self.waiting.add(me)
+        if self.threads.busy(q.key) or not self.admission.available:  # it would have to wait
+            if self.draining:
+                state.fail(ErrorKind.SHUTDOWN, "stopping: not queued", self.clock())
+            elif len(self.waiting) >= self.max_queued:
+                log.warning(
+                    "answer_refused_busy", waiting=len(self.waiting), max_queued=self.max_queued
+                )
+                state.fail(ErrorKind.BUSY, "too many questions waiting", self.clock())
+            if state.finished:  # the notice is the placeholder: one post
+                placing = asyncio.create_task(self._place(state, stream))
+                await self._deliver(q, state, stream, placing)
+                return state
+            if me is not None:
+                self.waiting.add(me)  # discarded once it runs
         try:
             return await self._answer_in_turn(q, state, stream)
         finally:
@@ -195,56 +206,104 @@ class Answerer:
                 self.waiting.discard(me)
 
     async def _answer_in_turn(self, q: Question, state: AnswerState, stream: Stream) -> AnswerState:
-        me = asyncio.current_task()
+        """Wait for this thread's turn and a free slot, the placeholder saying so meanwhile;
+        then run the question, unless Slack refused the placeholder as gone or unauthorised."""
         placing: asyncio.Task[SlackDeliveryError | None] | None = None
+        session: asyncio.Task[str] | None = None
         running: asyncio.Task[None] | None = None
         cancelled = False
+        loop = asyncio.get_running_loop()
+        placed_at = loop.time()
         async with contextlib.AsyncExitStack() as turn:
             try:
+                state.after_previous = self.threads.busy(q.key)
+                if state.after_previous:  # acknowledged at once, answered after the previous
+                    log.info("answer_waits_for_previous")
+                    placing = asyncio.create_task(self._place(state, stream))
+                    placed_at = loop.time()
                 await turn.enter_async_context(self.threads.hold(q.key))
-                admitted = self.admission.try_enter()
-                if admitted:
-                    turn.callback(self.admission.leave)
-                    self.waiting.discard(me)
-                else:
-                    state.queued = True
+                # This thread's turn: the place in line is taken now (FIFO), before any await.
+                slot = self.admission.join()
+                turn.callback(self.admission.release, slot)
+                state.queued = not slot.done()
+                if state.queued:
                     log.info(
-                        "answer_queued",
-                        queued=self.admission.queued + 1,
-                        running=self.admission.active,
+                        "answer_queued", queued=self.admission.queued, running=self.admission.active
                     )
-                placing = asyncio.create_task(self._place(state, stream))
-                if admitted and self._may_run_early(q):
-                    running = asyncio.create_task(self._run_guarded(q, state, stream))
-                skip = await asyncio.shield(placing)
+                if placing is None:
+                    placing = asyncio.create_task(self._place(state, stream))
+                    placed_at = loop.time()
+                elif state.after_previous:
+                    state.after_previous = False
+                    stream.update()  # now "in line" or "looking into it"
+                if q.text.strip():
+                    session = asyncio.create_task(self._session_for(q))
+                    turn.push_async_callback(_settled, session)
+                skip = await self._unless_refused(slot, placing)
+                if skip is None:
+                    self._admitted(state, stream)
+                    skip = await self._head_start(q, placing, placed_at)
                 if skip is not None:
-                    if running is not None:
-                        running.cancel()
-                        await asyncio.wait({running})
                     self._skipped(q, skip)
                     return state
-                if not admitted:
-                    await self.admission.enter()
-                    turn.callback(self.admission.leave)
-                    self.waiting.discard(me)
-                    state.queued = False
-                    stream.update()
-                if running is None:
-                    running = asyncio.create_task(self._run_guarded(q, state, stream))
+                running = asyncio.create_task(self._run_guarded(q, state, stream, session))
+                if not placing.done():  # the run goes on; it ends if Slack refuses the reply
+                    await asyncio.wait({placing, running}, return_when=asyncio.FIRST_COMPLETED)
+                    skip = _refusal(placing)
+                    if skip is not None:
+                        await _settled(running)
+                        self._skipped(q, skip)
+                        return state
                 await running
             except asyncio.CancelledError:
                 cancelled = True
                 state.fail(ErrorKind.SHUTDOWN, "cancelled", self.clock())
             finally:
-                if running is not None and not running.done():
-                    running.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.wait({running})
+                if running is not None:
+                    await _settled(running)
             # Still this thread's turn: the next follow-up starts after this reply's final edit.
             cancelled = await self._deliver(q, state, stream, placing) or cancelled
         if cancelled:
             raise asyncio.CancelledError
         return state
+
+    async def _unless_refused(
+        self,
+        slot: asyncio.Future[None],
+        placing: asyncio.Task[SlackDeliveryError | None],
+    ) -> SlackDeliveryError | None:
+        """Wait for `slot`; stop early with Slack's refusal if the placeholder is refused."""
+        if not slot.done() and not placing.done():
+            either: set[asyncio.Future[Any]] = {slot, placing}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        skip = _refusal(placing)
+        if skip is None:
+            await slot
+        return skip
+
+    def _admitted(self, state: AnswerState, stream: Stream) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.waiting.discard(task)
+        if state.queued:
+            state.queued = False
+            stream.update()
+
+    async def _head_start(
+        self, q: Question, placing: asyncio.Task[SlackDeliveryError | None], placed_at: float
+    ) -> SlackDeliveryError | None:
+        """Give the placeholder up to `PLACEHOLDER_HEAD_START` after its post began (loop time
+        `placed_at`) to be refused; all the time it needs when this reply is likely to go
+        nowhere (a bad bot token, or a channel that lately refused us). Slack's refusal, or
+        None: run now."""
+        if not placing.done():
+            if self._may_run_early(q):
+                left = placed_at + PLACEHOLDER_HEAD_START - asyncio.get_running_loop().time()
+                if left > 0:
+                    await asyncio.wait({placing}, timeout=left)
+            else:
+                await asyncio.wait({placing})
+        return _refusal(placing)
 
     async def _deliver(
         self,
@@ -267,8 +326,9 @@ class Answerer:
         return False
 
     def _may_run_early(self, q: Question) -> bool:
-        """Start Powabase before the placeholder is up, unless this reply is likely to go
-        nowhere: a bad bot token (operator alert open), or a channel that lately refused us."""
+        """Start Powabase before the placeholder is up (after the head start), unless this reply
+        is likely to go nowhere: a bad bot token (operator alert open), or a channel that lately
+        refused us."""
         if self.alerts.blocked("slack") is not None:
             return False
         refused_at = self._unreachable.get(q.channel_id)
@@ -289,31 +349,44 @@ class Answerer:
             log.error("placeholder_failed", error_type=type(exc).__name__, error=str(exc))
         return None
 
+    def _remember_unreachable(self, channel_id: str) -> None:
+        self._unreachable.pop(channel_id, None)  # re-inserted: newest last
+        self._unreachable[channel_id] = self.clock()
+        while len(self._unreachable) > UNREACHABLE_CHANNELS:
+            del self._unreachable[next(iter(self._unreachable))]
+
     def _skipped(self, q: Question, exc: SlackDeliveryError) -> None:
-        """No reply can reach this thread: nothing was (or will be) asked upstream."""
+        """No reply can reach this thread: nothing more is asked upstream (a run begun while
+        the placeholder was pending has been cancelled)."""
         if exc.channel_gone:
-            self._unreachable.pop(q.channel_id, None)  # re-inserted: newest last
-            self._unreachable[q.channel_id] = self.clock()
-            while len(self._unreachable) > UNREACHABLE_CHANNELS:
-                del self._unreachable[next(iter(self._unreachable))]
+            self._remember_unreachable(q.channel_id)
             log.warning("answer_skipped_channel_unreachable", method=exc.method, error=exc.error)
         else:  # the publisher raised the operator alert
             log.warning("answer_skipped_slack_auth_failed", method=exc.method, error=exc.error)
         ANSWERS.labels(outcome="skipped").inc()
         self.finished += 1
 
-    async def _run_guarded(self, q: Question, state: AnswerState, stream: Stream) -> None:
+    async def _run_guarded(
+        self, q: Question, state: AnswerState, stream: Stream, session: asyncio.Task[str] | None
+    ) -> None:
         """The Powabase side of one answer: every failure ends in `state` (only a cancel
-        raises); a refused key or id raises the operator alert, a completed run clears it."""
+        raises); a refused key or id raises the operator alert, a completed run clears it.
+        The channel going away mid-answer ends the run (the stream is closed: Powabase cancels
+        it) and nothing more is written to Slack."""
         log.info("answer_started")
         last_event = [self.clock()]
-        watchdog = asyncio.create_task(self._watch_for_stalls(state, stream, last_event))
         try:
-            if not q.text.strip():  # a file or an image alone: nothing to ask Powabase
+            if session is None:  # a file or an image alone: nothing to ask Powabase
                 state.fail(ErrorKind.NO_QUESTION, "message without text", self.clock())
             else:
-                async with asyncio.timeout(self.run_timeout):
-                    await self._run(q, state, stream, last_event)
+                async with asyncio.timeout(self.run_timeout) as limit:
+                    watchdog = asyncio.create_task(
+                        self._watch_for_stalls(state, stream, last_event, limit)
+                    )
+                    try:
+                        await self._run(q, state, stream, last_event, session)
+                    finally:
+                        await _settled(watchdog)
         except UpstreamError as exc:
             log.warning("upstream_failed", error_type=type(exc).__name__, error=str(exc))
             state.fail(_error_kind(exc), str(exc), self.clock())
@@ -321,17 +394,19 @@ class Answerer:
             if reason is not None:
                 self.alerts.alert("powabase", reason, detail=str(exc))
         except TimeoutError:
-            log.warning("answer_run_timeout", run_timeout=self.run_timeout)
-            state.fail(
-                ErrorKind.TIMEOUT, f"no complete answer after {self.run_timeout:g}s", self.clock()
-            )
+            if not _channel_gone(stream):  # else the watchdog ended the run on purpose (below)
+                log.warning("answer_run_timeout", run_timeout=self.run_timeout)
+                state.fail(
+                    ErrorKind.TIMEOUT,
+                    f"no complete answer after {self.run_timeout:g}s",
+                    self.clock(),
+                )
         except Exception as exc:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
-        finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+        if _channel_gone(stream):
+            state.fail(ErrorKind.INTERRUPTED, "the channel went away mid-answer", self.clock())
+            return
         if state.phase is Phase.DONE:
             self.alerts.clear("powabase")
         stream.update()
@@ -342,11 +417,14 @@ class Answerer:
         state: AnswerState,
         stream: Stream,
         last_event: list[float],
+        session: asyncio.Task[str],
     ) -> None:
-        agent_session_id = await self._session_for(q)
+        agent_session_id = await session
         events = self.powabase.stream_run(q.text, agent_session_id)
-        async with contextlib.aclosing(events):
+        async with contextlib.aclosing(events):  # leaving it closes the stream: run cancelled
             async for event in events:
+                if _channel_gone(stream):
+                    return
                 now = self.clock()
                 last_event[0] = now
                 state.apply(event, now)
@@ -387,10 +465,14 @@ class Answerer:
             await stream.post_below(render_trace(state, style="attachment"))
 
     async def _watch_for_stalls(
-        self, state: AnswerState, stream: Stream, last_event: list[float]
+        self, state: AnswerState, stream: Stream, last_event: list[float], limit: asyncio.Timeout
     ) -> None:
+        """Mark a silent run as stalled; end the run at once if the channel went away."""
         while not state.finished:
             await asyncio.sleep(min(1.0, self.stall_after / 4))
+            if _channel_gone(stream):
+                limit.reschedule(asyncio.get_running_loop().time())  # ends the run now
+                return
             if not state.stalled and self.clock() - last_event[0] >= self.stall_after:
                 state.mark_stalled()
                 stream.update()
@@ -409,6 +491,20 @@ class Answerer:
             if skip is not None:
                 self._skipped(q, skip)
                 return
+        if _channel_gone(stream):  # the reply cannot land: no further Slack write
+            with contextlib.suppress(SlackDeliveryError):
+                await stream.finish()  # writes nothing now: only ends the stream's flusher
+            self._remember_unreachable(q.channel_id)
+            log.warning(
+                "answer_abandoned_channel_unreachable",
+                phase=state.phase.value,
+                chars=len(state.text),
+                slack_calls=stream.calls,
+            )
+            ANSWERS.labels(outcome="abandoned").inc()
+            await self._record(q, state)
+            self.finished += 1
+            return
         lost: SlackDeliveryError | None = None
         try:
             await stream.finish()  # returns only once Slack accepted the final text
@@ -417,6 +513,11 @@ class Answerer:
         except Exception as exc:
             log.exception("answer_delivery_crashed")
             lost = SlackDeliveryError("finish", f"unexpected: {type(exc).__name__}")
+        if lost is None and stream.truncated:  # the note promises the full answer below
+            try:
+                await stream.attach_full_answer(state.text, "Full answer")
+            except Exception:
+                log.exception("full_answer_attach_crashed")
         if lost is None and state.phase is Phase.DONE and state.delegations:
             try:
                 await self._post_trace(state, stream)
@@ -443,6 +544,11 @@ class Answerer:
                 **fields,
             )
             ANSWERS.labels(outcome="lost").inc()
+        await self._record(q, state)
+        self.finished += 1
+
+    async def _record(self, q: Question, state: AnswerState) -> None:
+        """The run and its trace, for the store (a store fault is logged, not raised)."""
         try:
             await self.store.record_run(
                 q.key,
@@ -452,4 +558,23 @@ class Answerer:
             )
         except StoreError as exc:
             log.error("store_record_failed", error=str(exc))
-        self.finished += 1
+
+
+def _refusal(placing: asyncio.Task[SlackDeliveryError | None]) -> SlackDeliveryError | None:
+    """Slack's refusal of the placeholder, once it is known; None while it is pending or when
+    the placeholder landed (or failed in a way that does not stop the answer)."""
+    return placing.result() if placing.done() else None
+
+
+def _channel_gone(stream: Stream) -> bool:
+    """The publisher found the reply's channel gone mid-answer (progress writes stopped)."""
+    return bool(getattr(stream, "channel_gone", False))
+
+
+async def _settled(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` unless it is done, and wait for it to end (its outcome is not wanted)."""
+    if not task.done():
+        task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: its outcome is not wanted any more

@@ -40,21 +40,33 @@ class Admission:
             return True
         return False
 
+    def join(self) -> asyncio.Future[None]:
+        """Take a place in line now (no await: nobody arriving later can get ahead); the
+        future is done once the slot is ours. Hand it back with `release`, whatever happened."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.try_enter():
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def release(self, waiter: asyncio.Future[None]) -> None:
+        """Give back what `join` gave: the slot if it was granted, else the place in line."""
+        if waiter.done() and not waiter.cancelled():
+            self.leave()
+            return
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
     async def enter(self) -> None:
         """Wait in line for a slot (cancellable without losing or leaking one)."""
-        if self.try_enter():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        waiter = self.join()
         try:
-            await waiter
+            await asyncio.shield(waiter)
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.leave()  # the slot was handed over just as we were cancelled: pass it on
+            self.release(waiter)  # the slot, if handed over just as we were cancelled
             raise
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
 
     def leave(self) -> None:
         """Give the slot back, straight to the longest waiter if there is one."""

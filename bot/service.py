@@ -17,7 +17,7 @@ import httpx
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
-from prometheus_client import REGISTRY, Gauge, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import OperatorAlerts
 from bot.conversation import Answerer
 from bot.errors import StartupError
+from bot.metrics import ANSWERS_QUEUED, ANSWERS_RUNNING, OPERATOR_ALERTS_OPEN
 from bot.powabase.client import open_powabase
 from bot.settings import Settings
 from bot.slack import listeners
@@ -40,12 +41,14 @@ SLACK_MAX_CONNECTIONS = 200  # Slack answers fast; this only bounds a burst of f
 # Shutdown budget (POWABOT_SHUTDOWN_GRACE, default 25 s: under Kubernetes' 30 s default grace).
 NOTICE_RESERVE = 5.0  # seconds (at most 20 % of the grace) kept for the restart notices
 CLOSE_RESERVE = 1.0  # seconds (at most 10 % of the grace) kept for closing connections
+CLOSE_FLOOR = 0.05  # seconds closing gets even when the drain used up the grace
 READY_CHECK_TIMEOUT = 2.0  # a /readyz store probe slower than this counts as unreachable
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-ANSWERS_RUNNING = Gauge("powabot_answers_running", "Answers holding a slot (POWABOT_MAX_IN_FLIGHT)")
-ANSWERS_QUEUED = Gauge("powabot_answers_queued", "Answers waiting in line for a slot")
-OPERATOR_ALERTS_OPEN = Gauge("powabot_operator_alerts_open", "Operator alerts open right now")
+
+def close_reserve(grace: float) -> float:
+    """Seconds of a `grace`-second shutdown kept for closing connections."""
+    return min(CLOSE_RESERVE, grace * 0.1)
 
 
 def _secret(value: Any) -> str:
@@ -85,6 +88,7 @@ class Powabot:
             publisher=self.publisher,
             alerts=self.alerts,
             max_in_flight=settings.POWABOT_MAX_IN_FLIGHT,
+            max_queued=settings.POWABOT_MAX_QUEUED,
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
             run_timeout=settings.POWABOT_RUN_TIMEOUT,
         )
@@ -147,7 +151,9 @@ class Powabot:
         web_app.router.add_get("/healthz", self._healthz)
         web_app.router.add_get("/readyz", self._readyz)
         web_app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(web_app, shutdown_timeout=CLOSE_RESERVE, access_log=None)
+        # Open requests get at most the close reserve once shutdown closes the server.
+        closing = close_reserve(self.settings.POWABOT_SHUTDOWN_GRACE)
+        runner = web.AppRunner(web_app, shutdown_timeout=closing, access_log=None)
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, host="0.0.0.0", port=self.settings.PORT)
@@ -249,7 +255,7 @@ class Powabot:
         grace = self.settings.POWABOT_SHUTDOWN_GRACE if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        closing = min(CLOSE_RESERVE, grace * 0.1)
+        closing = close_reserve(grace)
         notices = min(NOTICE_RESERVE, grace * 0.2)
         self._stopping = True
         self._accepting = False
@@ -272,17 +278,31 @@ class Powabot:
         await asyncio.sleep(0)
         answers = max(0.0, deadline - closing - notices - loop.time())
         await self.drain(grace=answers, final_grace=notices)
-        await self._close()
+        await self._close(within=max(deadline - loop.time(), CLOSE_FLOOR))
         log.info("bot_stopped", overran=round(max(0.0, loop.time() - deadline), 3))
 
-    async def _close(self) -> None:
-        """Close every connection this instance opened (each only if it was opened)."""
+    async def _close(self, within: float) -> None:
+        """Close every connection this instance opened (each only if it was opened), all at
+        once, for at most `within` seconds: what has not closed by then is abandoned (named in
+        the log) so that the process can exit within its grace."""
+        closing: dict[str, Awaitable[object]] = {}
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            with contextlib.suppress(Exception):
-                await runner.cleanup()
-        await self.http.aclose()
+            closing["http_server"] = runner.cleanup()
+        closing["powabase_http"] = self.http.aclose()
         if self.slack.session is not None:
-            await self.slack.session.close()
-        with contextlib.suppress(Exception):
-            await self.store.close()
+            closing["slack_session"] = self.slack.session.close()
+        closing["store"] = self.store.close()
+        tasks = {asyncio.ensure_future(step): name for name, step in closing.items()}
+        done, late = await asyncio.wait(tasks, timeout=within)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.warning("close_failed", what=tasks[task], error_type=type(exc).__name__)
+        if late:
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=CLOSE_FLOOR)  # let them take the cancel
+            log.warning(
+                "close_abandoned", what=sorted(tasks[t] for t in late), within=round(within, 3)
+            )

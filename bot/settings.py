@@ -69,6 +69,7 @@ class Settings(BaseSettings):
 
     # Limits and shutdown (fit Kubernetes' 30 s default grace; Docker needs `stop -t 30`).
     POWABOT_MAX_IN_FLIGHT: int = Field(default=200, ge=1)
+    POWABOT_MAX_QUEUED: int = Field(default=1000, ge=0)
     POWABOT_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
 
     @field_validator(*SECRET_FIELDS, "POWABOT_STORE", mode="before")

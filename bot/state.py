@@ -7,8 +7,9 @@ the publisher sends them. Nothing here knows about Slack.
 Only what the renderer and the trace read is kept, and in bounded sizes: specialists' streamed
 reports are not accumulated (the trace shows their searches, not their text), texts from the
 stream (tasks, queries, result previews) are cut to `FIELD_CHARS`, and at most `MAX_DELEGATIONS`
-delegations and `MAX_TOOL_STEPS` tool steps per list are recorded. Only the answer text itself
-grows with the stream.
+delegations and `MAX_TOOL_STEPS` tool steps per list are recorded. The answer text itself grows
+with the stream, in linear time (appended in pieces, joined when read), up to `MAX_TEXT_CHARS`;
+past that `text_capped` is set and the rest is not kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ DELEGATE_PREFIX = "delegate_to_"
 FIELD_CHARS = 1000
 MAX_DELEGATIONS = 50
 MAX_TOOL_STEPS = 100
+# The most answer text one answer keeps. Slack shows far less (bot/render/answer.py:
+# MAX_ANSWER_MESSAGES, NATIVE_MAX_CHARS, about 15-17,500 characters); the rest is kept for the
+# full answer attached to a truncated one. Past this the stream's text is dropped.
+MAX_TEXT_CHARS = 200_000
 
 
 class Phase(enum.StrEnum):
@@ -56,6 +61,7 @@ class ErrorKind(enum.StrEnum):
     INTERRUPTED = "interrupted"  # stream broke off, ended without `complete`, or sent junk
     TIMEOUT = "timeout"  # Powabase went silent for too long
     SHUTDOWN = "shutdown"  # the bot is stopping with this answer in flight
+    BUSY = "busy"  # too many questions already waiting (POWABOT_MAX_QUEUED): not queued
     NO_QUESTION = "no_question"  # the message had no text to ask (e.g. only a file)
     INTERNAL = "internal"  # a bug on our side
 
@@ -120,6 +126,44 @@ class Delegation:
         return None if self.completed_at is None else self.completed_at - self.started_at
 
 
+class _TextBuffer:
+    """Answer text appended in pieces (linear time, not a string copy per delta), joined when
+    read, and never longer than `MAX_TEXT_CHARS`."""
+
+    __slots__ = ("capped", "pieces", "size")
+
+    def __init__(self, text: str = "") -> None:
+        self.pieces: list[str] = []
+        self.size = 0
+        self.capped = False
+        self.append(text)
+
+    def append(self, piece: str) -> None:
+        room = MAX_TEXT_CHARS - self.size
+        if len(piece) > room:
+            piece, self.capped = piece[:room], True
+        if piece:
+            self.pieces.append(piece)
+            self.size += len(piece)
+
+    def read(self) -> str:
+        if len(self.pieces) > 1:
+            self.pieces[:] = ["".join(self.pieces)]
+        return self.pieces[0] if self.pieces else ""
+
+
+class _Text:
+    """The `AnswerState.text` field: reads and assignments go through a `_TextBuffer`."""
+
+    def __get__(self, obj: AnswerState | None, owner: type | None = None) -> str:
+        if obj is None:
+            return ""  # the field's default (dataclasses ask the class)
+        return obj._text_buffer.read()
+
+    def __set__(self, obj: AnswerState, value: str) -> None:
+        obj._text_buffer = _TextBuffer(value)
+
+
 def _bounded(text: str | None) -> str | None:
     """``text`` cut to `FIELD_CHARS` characters (the trace shortens further when it shows it)."""
     return text[:FIELD_CHARS] if text else text
@@ -145,7 +189,7 @@ class AnswerState:
     started_at: float = 0.0
     phase: Phase = Phase.WAITING
     activity: Activity | None = None
-    text: str = ""
+    text: _Text = _Text()  # a str (see `_Text`): the answer so far, at most MAX_TEXT_CHARS
     run_id: str | None = None
     session_id: str | None = None
     delegations: list[Delegation] = field(default_factory=list)
@@ -155,10 +199,17 @@ class AnswerState:
     error: AnswerError | None = None
     stalled: bool = False
     queued: bool = False  # waiting for a free answer slot (POWABOT_MAX_IN_FLIGHT): "in line"
+    after_previous: bool = False  # a follow-up waiting for the answer before it in its thread
     ended_at: float | None = None
     unknown_events: int = 0
     _open: dict[str, Delegation] = field(default_factory=dict, repr=False)
     _calls: dict[str, ToolStep] = field(default_factory=dict, repr=False)
+    _text_buffer: _TextBuffer = field(init=False, repr=False, compare=False)
+
+    @property
+    def text_capped(self) -> bool:
+        """The stream sent more than `MAX_TEXT_CHARS` of answer text: the rest was dropped."""
+        return self._text_buffer.capped
 
     @property
     def finished(self) -> bool:
@@ -236,7 +287,7 @@ class AnswerState:
                 # Inside a delegation it is the specialist's report to the coordinator: not the
                 # answer, and not kept (nothing shows it).
                 if event.delta and self._current_delegation() is None:
-                    self.text += event.delta
+                    self._text_buffer.append(event.delta)
                     self.phase = Phase.STREAMING
                     self.activity = None
             case ChunkEvent():

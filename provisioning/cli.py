@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="spec file (TOML)")
     parser.add_argument(
-        "--root", type=Path, default=None, help="folder relative spec paths start from (repo)"
+        "--root",
+        type=Path,
+        default=None,
+        help="folder relative spec paths start from (default: the spec file's folder)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--output", choices=("text", "json"), default="text")
@@ -115,7 +118,7 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
     auth headers), waiting up to two minutes for an answer."""
     assert settings.POWABASE_API_KEY is not None
     key = settings.POWABASE_API_KEY.get_secret_value()
-    return make_http_client(settings.powabase_url, key, idle_timeout=120.0)
+    return make_http_client(settings.powabase_url, key, idle_timeout=120.0, trust_env=True)
 
 
 async def _run(

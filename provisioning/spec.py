@@ -1,8 +1,13 @@
 """The declarative provisioning spec: pydantic models, and the loader that checks a TOML file.
 
 A spec names the knowledge bases (with their source folders), the agents (each with one KB), and
-the orchestration with its entities. Relative paths resolve against the repository root (or the
-``root`` given to :func:`load_spec`). Every problem is reported as ``<file>: <field>: <message>``.
+the orchestration with its entities. Relative paths resolve against the folder of the spec file
+(or the ``root`` given to :func:`load_spec`, the CLI's ``--root``). Every problem is reported as
+``<file>: <field>: <message>``.
+
+The built-in spec ships inside the package with its content: ``provisioning/seed-content`` is a
+link to the repository's ``seed-content/`` in a checkout and a copy of it in a built wheel
+(package data), so ``powabot provision`` finds both from any directory, installed or not.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.errors import ProvisioningError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = Path(__file__).resolve().parent / "support-team.toml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_SPEC = PACKAGE_DIR / "support-team.toml"  # its paths name PACKAGE_DIR / "seed-content"
+# The source checkout's root (seed-content/ lives here); tools and tests of a checkout use it.
+REPO_ROOT = PACKAGE_DIR.parent
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -72,7 +79,7 @@ class Spec(_Strict):
     orchestration: OrchestrationSpec
     eval_file: Path | None = None
     path: Path = Field(default=Path("<spec>"), exclude=True)
-    root: Path = Field(default=REPO_ROOT, exclude=True)
+    root: Path = Field(default=PACKAGE_DIR, exclude=True)
 
     def resolve(self, path: Path) -> Path:
         """An absolute path for a path written in the spec (relative ones join the root)."""
@@ -127,7 +134,7 @@ def reference_problems(spec: Spec) -> list[str]:
     return problems
 
 
-def parse_spec(data: dict[str, Any], *, path: Path, root: Path = REPO_ROOT) -> Spec:
+def parse_spec(data: dict[str, Any], *, path: Path, root: Path) -> Spec:
     """Validate already-decoded spec data; raise one ProvisioningError listing every problem."""
     try:
         spec = Spec.model_validate({**data, "path": path, "root": root})
@@ -141,7 +148,7 @@ def parse_spec(data: dict[str, Any], *, path: Path, root: Path = REPO_ROOT) -> S
 
 
 def load_spec(path: Path = DEFAULT_SPEC, *, root: Path | None = None) -> Spec:
-    """Read and validate a TOML spec file. ``root`` defaults to the repository root."""
+    """Read and validate a TOML spec file. ``root`` defaults to the spec file's folder."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -153,7 +160,7 @@ def load_spec(path: Path = DEFAULT_SPEC, *, root: Path | None = None) -> Spec:
     for key in ("path", "root"):
         if key in data:
             raise _spec_error(path, [f"{key}: not a spec field (set by the loader)"])
-    return parse_spec(data, path=path, root=(root or REPO_ROOT).resolve())
+    return parse_spec(data, path=path, root=(root or path.absolute().parent).resolve())
 
 
 def _spec_error(path: Path, problems: list[str]) -> ProvisioningError:

@@ -74,11 +74,15 @@ def make_http_client(
     *,
     idle_timeout: float = 120.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    trust_env: bool = False,
 ) -> httpx.AsyncClient:
     """The one httpx client for Powabase: both auth headers, a read timeout above keepalives.
 
     No cap on open connections: every answer in flight holds one stream open for its whole run,
     and httpx's default cap of 100 would make the 101st answer wait for a free slot.
+    ``trust_env`` makes httpx honour HTTP(S)_PROXY / NO_PROXY and SSL_CERT_FILE from the
+    environment: `powabot provision`, run from an operator's machine, wants that; the bot's own
+    client ignores them, like its Slack clients.
     """
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
@@ -86,7 +90,7 @@ def make_http_client(
         timeout=httpx.Timeout(connect=10.0, read=idle_timeout, write=10.0, pool=10.0),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
         transport=transport,
-        trust_env=False,
+        trust_env=trust_env,
     )
 
 

@@ -25,6 +25,7 @@ from bot.state import Activity, ActivityKind, AnswerState, ErrorKind, Phase
 
 PLACEHOLDER = ":hourglass_flowing_sand: Looking into it…"
 IN_LINE = ":hourglass: You're in line — I'll start on this in a moment."
+AFTER_PREVIOUS = ":hourglass: I'll answer this right after your previous question."
 TYPING = " …"
 STILL_WORKING = "_Still working on it, thanks for your patience…_"
 PARTIAL = "What you see above is partial."
@@ -63,6 +64,10 @@ NOTICES: dict[ErrorKind, tuple[str, str]] = {
         "I'm restarting and couldn't finish this answer.",
         "Please ask again in a minute.",
     ),
+    ErrorKind.BUSY: (
+        "I'm very busy right now and can't take this question.",
+        "Please try again in a few minutes, or contact the support team if it's urgent.",
+    ),
     ErrorKind.NO_QUESTION: (
         "I can only read text for now, and this message had none.",
         "Please type your question in words.",
@@ -99,9 +104,16 @@ RESERVE = max(
 # room for it, so the cut never reshuffles what is above it).
 MAX_ANSWER_MESSAGES = 5
 TRUNCATED = (
-    ":scissors: _This answer was too long to show in Slack, so it stops here._ "
-    "Ask me about one part at a time (name the step or section you need) to see the rest."
+    ":scissors: _This answer was too long to show in Slack, so it is truncated here_ — "
+    "the full answer is in the file attached just below."
 )
+# When that file could not be attached, this line follows it, so the note does not lie.
+FULL_ANSWER_MISSING = (
+    ":warning: I couldn't attach the full answer as a file after all. Ask me about one part "
+    "at a time (name the step or section you need) to see the rest."
+)
+# What a message Slack refused to edit (too long) shows when it cannot be deleted either.
+ANSWER_BELOW = "_(answer below)_"
 MIN_MAX_CHARS = RESERVE + len(TRUNCATED) + 2 + 200
 # Native streaming sends Markdown into one message: about as much as MAX_ANSWER_MESSAGES show.
 NATIVE_MAX_CHARS = MAX_ANSWER_MESSAGES * 3000
@@ -136,6 +148,8 @@ def status_text(state: AnswerState) -> str:
     if state.phase is Phase.STREAMING:
         return "Writing the answer…"
     if state.phase is Phase.WAITING:
+        if state.after_previous:
+            return "Waiting for your previous question…"
         return "You're in line…" if state.queued else "Looking into it…"
     return plain(activity_text(state.activity))
 
@@ -164,6 +178,14 @@ def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMes
     else:
         chunks[-1] += ("\n" + TYPING.strip()) if chunks[-1].endswith("```") else TYPING
     return [SlackMessage(chunk) for chunk in chunks]
+
+
+def is_truncated(state: AnswerState, *, max_chars: int = 3500) -> bool:
+    """Whether :func:`render_answer` cuts this answer short (and shows ``TRUNCATED``)."""
+    if not state.text.strip():
+        return False
+    text = state.text if state.finished else hold_back_open_span(state.text)
+    return answer_chunks(text, max_chars - RESERVE)[1]
 
 
 def hold_back_open_span(markdown: str) -> str:
@@ -203,8 +225,12 @@ def answer_chunks(markdown: str, budget: int) -> tuple[list[str], bool]:
 
 
 def _status_line(state: AnswerState) -> str:
-    if state.phase is Phase.WAITING or state.activity is None:
-        line = IN_LINE if state.queued and state.phase is Phase.WAITING else PLACEHOLDER
+    if state.phase is Phase.WAITING and state.after_previous:
+        line = AFTER_PREVIOUS
+    elif state.phase is Phase.WAITING and state.queued:
+        line = IN_LINE
+    elif state.phase is Phase.WAITING or state.activity is None:
+        line = PLACEHOLDER
     else:
         line = f"{_ICONS[state.activity.kind]} {escape(activity_text(state.activity))}"
     return f"{line}\n{STILL_WORKING}" if state.stalled else line

@@ -191,7 +191,8 @@ def guard_markdown(markdown: str) -> str:
     text before it plus the link target, and a target is complete once whitespace follows it.
     Streaming sends text up to the last whitespace, so every break is decided before the text
     around it is ever sent: a ``](`` target and a ``<url|label>`` without spaces are complete by
-    then, and a ``<url|label`` with a space is broken whatever follows.
+    then, and a ``<url|label`` with a space, like a ``](<target>)`` with one, is broken whatever
+    follows.
     """
     inserts: set[int] = set()
     for match in _CLOSER.finditer(markdown):
@@ -200,7 +201,8 @@ def guard_markdown(markdown: str) -> str:
         label = markdown[start:close] if start is not None else None
         target, spaced = _markdown_target(markdown, match.end())
         unsafe = _SCHEME.match(target) is not None and not is_linkable(target)
-        # ``[x.com]( target)``: the space may be streamed before the target is known.
+        # ``[x.com]( target)``, ``[x.com](<x.com .y>)``: the space may be streamed before the
+        # target is known.
         if label is None or unsafe or deceives(label, target) or (spaced and label_hosts(label)):
             inserts.add(close + 1)
     for match in _REFERENCE_DEFINITION.finditer(markdown):
@@ -247,14 +249,20 @@ def _label_start(markdown: str, close: int) -> int | None:
 
 def _markdown_target(markdown: str, start: int) -> tuple[str, bool]:
     """The link destination after ``](`` (possibly still incomplete while streaming), and
-    whether whitespace comes before it."""
+    whether whitespace comes before it or, in a ``<…>`` destination, inside it.
+
+    Streaming sends text up to the last whitespace, so a space inside ``<https://x.com .y>``
+    would let the link go out judged on ``https://x.com`` alone, before the rest of the target
+    could show it deceives; reporting it as spaced breaks such a link as soon as the space
+    arrives."""
     lead = re.match(r"[ \t]*\n?[ \t]*", markdown[start : start + 200])
     spaced = bool(lead and lead.end())
     begin = start + (lead.end() if lead else 0)
     rest = markdown[begin : begin + MAX_TARGET]  # a host comes early; longer targets are cut
     if rest.startswith("<"):
         end = re.search(r"[>\n]", rest)
-        return (rest[1 : end.start()] if end else rest[1:]), spaced
+        target = rest[1 : end.start()] if end else rest[1:]
+        return target, spaced or re.search(r"\s", target) is not None
     depth = 0
     for i, ch in enumerate(rest):
         if ch.isspace():

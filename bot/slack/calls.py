@@ -8,24 +8,30 @@ Every failure of a call ends up in exactly one class (`classify` is the rule, pu
   `Retry-After` (seconds or an HTTP date) clamped to `bot.retry.MAX_RETRY_AFTER`, 1 s when
   missing or unreadable. The method's bucket is paused for that long.
 * `Transient`: any 5xx; Slack's own "try again" codes; any body that is not Slack's JSON (a
-  proxy's plain-text "upstream connect error ..." 503, an HTML 502, a cut-off body); a
-  connection reset or timeout. Retried with `bot.retry.retry_delay` (jittered backoff).
+  proxy's plain-text "upstream connect error ..." 503, an HTML 502, a cut-off body, a text/plain
+  HTTP 200); a connection reset or timeout; anything else slack_sdk (or aiohttp under it)
+  raises that is not Slack refusing the call. Retried with `bot.retry.retry_delay` (jittered
+  backoff); a 5xx carrying `Retry-After` is retried after that (clamped) instead, and pauses the
+  method's bucket like a 429 does. Bounded by `max_attempts`.
 * `SlackDeliveryError`: Slack refused the call itself and retrying cannot help. Among them
   `channel_gone` (not_in_channel, channel_not_found, is_archived) and `auth_failed`
   (invalid_auth, token_revoked, account_inactive, ...): the latter also raises an operator
-  alert (once per burst) that the next successful call clears. Anything slack_sdk raises that
-  fits nowhere else becomes ``SlackDeliveryError(method, "unexpected: <TypeName>")``.
+  alert (once per burst) that the next successful call clears.
 
 `RateLimited` and `Transient` never leave `bot.slack`: `call_reliably` turns them into waits
 and, past its deadline or attempt count, into `SlackDeliveryError`.
+
+Besides Web API methods, `SlackCaller.upload` POSTs a file's bytes to the upload URL that
+`files.getUploadURLExternal` hands out (Slack's current upload flow; see `bot.slack.files`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -35,7 +41,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import OperatorAlerts
 from bot.errors import SLACK_EDIT_REFUSED, SlackDeliveryError
 from bot.render.message import SlackMessage
-from bot.retry import MAX_RETRY_AFTER, clamp_retry_after, retry_delay
+from bot.retry import MAX_RETRY_AFTER, clamp_retry_after, parse_retry_after, retry_delay
 from bot.slack.budget import TokenBucket
 
 log = structlog.get_logger(__name__)
@@ -53,6 +59,7 @@ MAX_BACKOFF = 8.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 class RateLimited(Exception):
@@ -64,7 +71,20 @@ class RateLimited(Exception):
 
 
 class Transient(Exception):
-    """The call failed in a way a retry may fix (5xx, proxy error page, reset, timeout)."""
+    """The call failed in a way a retry may fix (5xx, proxy error page, reset, timeout).
+
+    `retry_after` is the clamped seconds a 5xx's `Retry-After` asked for, else None (back off).
+    `ambiguous`: the request may have reached Slack and taken effect (the connection broke
+    after it was sent, or a proxy answered in Slack's place); a post must not simply be sent
+    again (see `AnswerStream` in bot.slack.publisher).
+    """
+
+    def __init__(
+        self, detail: str, retry_after: float | None = None, *, ambiguous: bool = False
+    ) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous
 
 
 Failure = RateLimited | Transient | SlackDeliveryError
@@ -96,11 +116,20 @@ def classify(
     error = _error_code(body)
     if status == 429 or error == "ratelimited":
         return RateLimited(clamp_retry_after(retry_after, maximum=max_retry_after))
+    server_wait = _server_wait(status, retry_after, max_retry_after)
     if error is None:  # not Slack's answer: a proxy's page, a cut-off or empty body
-        return Transient(f"HTTP {status}: no Slack error in the body")
+        return Transient(f"HTTP {status}: no Slack error in the body", server_wait, ambiguous=True)
     if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
-        return Transient(error)
+        return Transient(error, server_wait)
     return SlackDeliveryError(method, error)
+
+
+def _server_wait(status: int | None, retry_after: str | None, maximum: float) -> float | None:
+    """A 5xx's readable `Retry-After`, clamped to `maximum`; None otherwise (plain backoff)."""
+    if status is None or status < 500:
+        return None
+    seconds = parse_retry_after(retry_after)
+    return None if seconds is None else min(seconds, maximum)
 
 
 def _header(headers: object, name: str) -> str | None:
@@ -118,7 +147,9 @@ def translate(method: str, exc: Exception) -> Failure:
     slack_sdk 3.x raises SlackApiError whose `response` is an AsyncSlackResponse (`data` is a
     dict, a str for text/plain bodies, {} for other non-JSON bodies) or, when a JSON content
     type carries an unparseable body, the raw aiohttp.ClientResponse; resets and timeouts come
-    through as aiohttp.ClientError / TimeoutError.
+    through as aiohttp.ClientError / TimeoutError. Anything else (slack_sdk's own validation
+    tripping over an HTTP 200 text/plain body raises AttributeError) is not Slack refusing the
+    call, so it is transient too: `max_attempts` bounds it, and it is logged by type.
     """
     if isinstance(exc, SlackApiError):
         response = exc.response
@@ -127,8 +158,9 @@ def translate(method: str, exc: Exception) -> Failure:
         retry_after = _header(getattr(response, "headers", None), "Retry-After")
         return classify(method, status if isinstance(status, int) else None, body, retry_after)
     if isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError):
-        return Transient(type(exc).__name__)
-    return SlackDeliveryError(method, f"unexpected: {type(exc).__name__}")
+        never_sent = isinstance(exc, aiohttp.ClientConnectorError)  # no connection at all
+        return Transient(type(exc).__name__, ambiguous=not never_sent)
+    return Transient(f"unexpected: {type(exc).__name__}", ambiguous=True)
 
 
 def payload_args(message: SlackMessage) -> dict[str, Any]:
@@ -144,7 +176,10 @@ def payload_args(message: SlackMessage) -> dict[str, Any]:
 class SlackCaller:
     """Calls Slack write methods: `call` tries once, `call_reliably` until Slack accepts.
 
-    `clock` and `sleep` are injectable so tests can run retries without real waiting.
+    `clock` and `sleep` are injectable so tests can run retries without real waiting. Calls go
+    through a copy of `client` without slack_sdk's own retry of a broken connection: that retry
+    would send a post again blindly, and one that had landed would show twice. Every retry
+    here is ours, and a post is only sent again once it is known not to have landed.
     """
 
     def __init__(
@@ -157,7 +192,8 @@ class SlackCaller:
         reliable_deadline: float = RELIABLE_DEADLINE,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        self.client = client
+        self.client = copy.copy(client)
+        self.client.retry_handlers = []  # no blind retries (see the class docstring)
         self.alerts = alerts
         self.clock = clock
         self.sleep = sleep
@@ -175,16 +211,32 @@ class SlackCaller:
         self.alerts.clear("slack")
         return dict(response.data) if isinstance(response.data, dict) else {}
 
+    async def read(self, method: str, bucket: TokenBucket, **params: Any) -> dict[str, Any]:
+        """One Slack read (GET with query arguments); fails like `call`."""
+        try:
+            response = await self.client.api_call(method, http_verb="GET", params=params)
+        except Exception as exc:
+            failure = translate(method, exc)
+            self._noted(method, bucket, failure)
+            raise failure from exc
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
     def _noted(self, method: str, bucket: TokenBucket, failure: Failure) -> None:
         if isinstance(failure, RateLimited):
             bucket.pause(failure.retry_after)
             log.warning("slack_ratelimited", method=method, retry_after=failure.retry_after)
         elif isinstance(failure, Transient):
-            log.info("slack_call_failed_transiently", method=method, error=str(failure))
+            if failure.retry_after is not None:  # a 5xx that said when to come back
+                bucket.pause(failure.retry_after)
+            level = log.warning if str(failure).startswith("unexpected:") else log.info
+            level(
+                "slack_call_failed_transiently",
+                method=method,
+                error=str(failure),
+                retry_after=failure.retry_after,
+            )
         elif failure.auth_failed:
             self.alerts.alert("slack", failure.error, detail=method)
-        elif failure.error.startswith("unexpected:"):
-            log.error("slack_call_unexpected_error", method=method, error=failure.error)
 
     async def call_reliably(
         self, method: str, bucket: TokenBucket, *, take: bool = True, **args: Any
@@ -195,6 +247,17 @@ class SlackCaller:
         only transient failures count against `max_attempts`. Slack refusing the call itself
         (including a bad token) raises SlackDeliveryError at once: no retry storm.
         """
+        return await self.reliably(method, bucket, lambda: self.call(method, bucket, **args), take)
+
+    async def reliably(
+        self,
+        method: str,
+        bucket: TokenBucket,
+        attempt: Callable[[], Awaitable[T]],
+        take: bool = True,
+    ) -> T:
+        """Run `attempt` (which raises RateLimited / Transient / SlackDeliveryError) by the
+        rule of `call_reliably`; `method` names it in the SlackDeliveryError that gives up."""
         give_up: float | None = None  # counted from our turn, not from queueing for the bucket
         failures = 0
         while True:
@@ -204,16 +267,71 @@ class SlackCaller:
             if give_up is None:
                 give_up = self.clock() + self.reliable_deadline
             try:
-                return await self.call(method, bucket, **args)
+                return await attempt()
             except RateLimited as exc:
                 if self.clock() + exc.retry_after > give_up:
                     raise SlackDeliveryError(method, "ratelimited") from exc
             except Transient as exc:
                 failures += 1
-                delay = retry_delay(failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
+                told = exc.retry_after  # a 5xx's Retry-After: the paused bucket waits it out
+                delay = (
+                    told
+                    if told is not None
+                    else retry_delay(failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
+                )
                 if failures >= self.max_attempts or self.clock() + delay > give_up:
                     raise SlackDeliveryError(method, str(exc)) from exc
-                await self.sleep(delay)
+                if told is None:
+                    await self.sleep(delay)
+
+    async def upload(self, url: str, content: bytes) -> None:
+        """POST a file's bytes to an upload URL from files.getUploadURLExternal (no token: the
+        URL is the credential). Raises Transient (reset, timeout, 5xx, 429) or
+        SlackDeliveryError("files.upload", "HTTP <status>") when the upload was refused."""
+        client = self.client
+        session = client.session if client.session and not client.session.closed else None
+        owned = session is None
+        if session is None:
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
+        options: dict[str, Any] = {"proxy": client.proxy or None}
+        if client.ssl is not None:
+            options["ssl"] = client.ssl
+        try:
+            async with session.post(url, data=content, **options) as response:
+                status = response.status
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            log.info("slack_upload_failed_transiently", error=type(exc).__name__)
+            raise Transient(type(exc).__name__) from exc
+        finally:
+            if owned:
+                await session.close()
+        if status == 200:
+            return
+        log.warning("slack_upload_refused", status=status)
+        if status >= 500 or status == 429:
+            raise Transient(f"upload HTTP {status}")
+        raise SlackDeliveryError("files.upload", f"HTTP {status}")
+
+
+async def sleep_unless(sleep: Sleep, seconds: float, event: asyncio.Event) -> None:
+    """Wait `seconds` with `sleep` (the injectable clock's), or less if `event` is set first.
+
+    Streams pace themselves with this, so a fake clock drives their pacing in tests.
+    """
+    if seconds <= 0 or event.is_set():
+        return
+    napping = asyncio.ensure_future(sleep(seconds))
+    woken = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({napping, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        napping.cancel()
+        woken.cancel()
+        await asyncio.wait({napping, woken})
+    failure = None if napping.cancelled() else napping.exception()
+    if failure is not None:
+        raise failure
 
 
 async def delivered(step: Awaitable[None], method: str) -> None:

@@ -20,7 +20,6 @@ the same message and edits the whole answer into it, so nothing is lost and noth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ import structlog
 from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer, status_text
-from bot.render.answer import answer_markdown
+from bot.render.answer import NATIVE_MAX_CHARS, answer_markdown
 from bot.render.message import SlackMessage
 from bot.render.safety import plain
 from bot.retry import retry_delay
@@ -41,11 +40,14 @@ from bot.slack.calls import (
     Clock,
     RateLimited,
     SlackCaller,
+    Sleep,
     Transient,
     delivered,
     outlive_flusher,
     payload_args,
+    sleep_unless,
 )
+from bot.slack.files import attach_full_answer
 from bot.state import AnswerState, Phase
 
 log = structlog.get_logger(__name__)
@@ -68,6 +70,12 @@ class ClassicStream(Protocol):
 
     calls: int
 
+    @property
+    def channel_gone(self) -> bool: ...
+
+    @property
+    def truncated(self) -> bool: ...
+
     async def start(self, state: AnswerState) -> str: ...
 
     def update(self) -> None: ...
@@ -83,6 +91,7 @@ class StreamHost(Protocol):
     alerts: OperatorAlerts
     min_interval: float
     clock: Clock
+    sleep: Sleep
 
     def spawn_flusher(self, stream: NativeAnswerStream) -> asyncio.Task[None]: ...
 
@@ -146,6 +155,34 @@ class NativeAnswerStream:
         self._streaming = False  # a stream was started and not yet known to be stopped
         self._classic: ClassicStream | None = None
         self._adopted = False  # `_classic` edits the streamed message (rather than its own)
+        self._gone = False  # Slack said mid-answer that the bot cannot write here any more
+
+    @property
+    def channel_gone(self) -> bool:
+        """Slack refused a write mid-answer because the channel is gone (see
+        `Publisher.open`): no further write is tried, `finish()` raises it at once."""
+        if self._classic is not None and self._classic.channel_gone:
+            return True
+        return self._gone
+
+    @property
+    def truncated(self) -> bool:
+        """The final answer was cut short (its note promises the full answer below)."""
+        if self._classic is not None:
+            return self._classic.truncated
+        return len(self._state.text) > NATIVE_MAX_CHARS
+
+    async def attach_full_answer(self, markdown: str, title: str) -> None:
+        """Attach the full answer as a file in the thread (see `bot.slack.files`)."""
+        self.calls += await attach_full_answer(
+            self.p.caller,
+            self.p.budgets,
+            team_id=self.team_id,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=markdown,
+            title=title,
+        )
 
     @property
     def appends(self) -> TokenBucket:
@@ -349,10 +386,8 @@ class NativeAnswerStream:
         self._last = self.p.clock()
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep for `seconds`, or less if `finish()` is called meanwhile."""
-        if seconds > 0 and not self._finishing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finishing.wait(), timeout=seconds)
+        """Sleep for `seconds` (on the publisher's clock), or less if `finish()` is called."""
+        await sleep_unless(self.p.sleep, seconds, self._finishing)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -365,6 +400,9 @@ class NativeAnswerStream:
                     return
                 retry_in = await self._try_append()
             except SlackDeliveryError as exc:
+                if exc.channel_gone:
+                    log.warning("slack_channel_gone_mid_answer", method=exc.method, error=exc.error)
+                    self._gone = True
                 if exc.auth_failed or exc.channel_gone:
                     raise  # no classic fallback could write either: finish() reports it
                 await self._abandon(exc)
@@ -393,7 +431,10 @@ class NativeAnswerStream:
             return max(exc.retry_after, bucket.wait_hint(), MIN_WAIT)
         except Transient as exc:
             self._failures += 1
-            delay = retry_delay(self._failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
+            if exc.retry_after is not None:  # a 5xx that said when to come back
+                delay = max(exc.retry_after, bucket.wait_hint(), MIN_WAIT)
+            else:
+                delay = retry_delay(self._failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
             log.info("native_append_retry", error=str(exc), retry_in=delay)
             return delay
         self._failures = 0

@@ -6,6 +6,20 @@ is about to send) no faster than the per-message interval and the shared workspa
 `finish()` guarantees the final state is delivered (retrying 429s after `Retry-After` and transient
 errors with backoff) and then posts any extra messages, such as the delegation trace.
 
+When Slack refuses to edit a message (`msg_too_long`, `edit_window_closed`,
+`cant_update_message`, ...), the stream stops editing: no further progress is shown, the final
+answer is posted once as new messages, and the messages shown so far are deleted (a message too
+long to edit that cannot be deleted either is shortened to "(answer below)"). When Slack says
+mid-answer that the channel is gone, every further write stops (`channel_gone`).
+
+Every message a stream posts carries Slack message metadata naming it (`powabot_answer`, with
+the answer's id and the post's number). A post that failed ambiguously (the connection broke
+after the request was sent: it may have landed) is looked up in the thread
+(conversations.replies with include_all_metadata) before it is sent again; copies found are
+adopted (the first) or deleted (the rest), so a lost response never leaves a duplicate
+placeholder hanging.
+Pacing waits through the publisher's injectable `sleep`, so a fake clock drives it in tests.
+
 The calls themselves, their failure classes and the retry rule live in `bot.slack.calls`; the
 contract streams keep with their caller is on `Publisher.open`.
 """
@@ -13,10 +27,12 @@ contract streams keep with their caller is on `Publisher.open`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
@@ -24,6 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer
+from bot.render.answer import ANSWER_BELOW, is_truncated
 from bot.render.message import SlackMessage
 from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.calls import (
@@ -37,7 +54,9 @@ from bot.slack.calls import (
     delivered,
     outlive_flusher,
     payload_args,
+    sleep_unless,
 )
+from bot.slack.files import attach_full_answer
 from bot.slack.native import NativeAnswerStream
 from bot.state import AnswerState
 
@@ -46,6 +65,10 @@ __all__ = ["AnswerStream", "NativeAnswerStream", "Publisher", "Stream", "outlive
 log = structlog.get_logger(__name__)
 
 FIRST_TEXT_FACTOR = 0.25
+METADATA_TYPE = "powabot_answer"  # Slack message metadata event_type on every answer post
+READS_PER_SECOND = 45 / 60  # conversations.replies: Tier 3, per workspace
+READ_BURST = 3.0
+LOOKUP_PAGES = 5  # thread pages (200 messages each) searched for a post that may have landed
 # What a message adopted from elsewhere shows: never equal to a render, so it gets edited.
 UNKNOWN = SlackMessage(text="\u0000")
 
@@ -140,6 +163,13 @@ class Publisher:
         * `stream.update()` never waits and never raises.
         * `await stream.finish()` returns normally only when Slack accepted the final text;
           otherwise it raises SlackDeliveryError (never another exception type).
+        * `stream.channel_gone` turns True when Slack refused a write mid-answer because the
+          bot cannot write to the channel any more: further writes stop, the caller should
+          cancel the run, and `finish()` raises SlackDeliveryError (`.channel_gone`) at once.
+        * `stream.truncated`: the final render cut the answer short (its note says the full
+          answer is attached); then `await stream.attach_full_answer(markdown, title)` attaches
+          it as a file in the thread (or posts a line saying it could not). Never raises
+          SlackDeliveryError.
         """
         if self.native_streaming and channel_type == "im":
             return NativeAnswerStream(
@@ -177,6 +207,12 @@ class AnswerStream:
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self._text_shown = False
+        self._edits_refused: str | None = None  # Slack's code: edit no more, post the final
+        self._gone: SlackDeliveryError | None = None  # the channel went away mid-answer
+        self.answer_id = uuid.uuid4().hex  # names this answer's posts in their metadata
+        self._post_numbers = itertools.count(1)
+        self._numbered: dict[int, int] = {}  # message index → number of its post in flight
+        self._unsure: set[int] = set()  # indexes whose last post may have landed after all
         self.calls = 0
 
     @classmethod
@@ -203,6 +239,17 @@ class AnswerStream:
         return self.p.budgets.edits(self.team_id)
 
     @property
+    def channel_gone(self) -> bool:
+        """Slack refused a write mid-answer with not_in_channel / channel_not_found /
+        is_archived: no further write is tried, and `finish()` raises that at once."""
+        return self._gone is not None
+
+    @property
+    def truncated(self) -> bool:
+        """The final render cuts the answer short; its note promises the full answer below."""
+        return is_truncated(self._state)
+
+    @property
     def posts(self) -> TokenBucket:
         return self.p.budgets.posts(self.channel)
 
@@ -211,15 +258,7 @@ class AnswerStream:
         self._state = state
         payloads = render_answer(state)
         first = payloads[0]
-        data = await self.p.caller.call_reliably(
-            "chat.postMessage",
-            self.posts,
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            **payload_args(first),
-        )
-        self.calls += 1
-        self.sent.append(Sent(str(data["ts"]), first))
+        self.sent.append(await self._post_message(0, first, reliable=True))
         # The per-message interval is between edits; the first edit may follow the post at once.
         self._flusher = self.p.spawn_flusher(self)
         if len(payloads) > 1:
@@ -248,11 +287,81 @@ class AnswerStream:
         self._dirty.set()
         self._wake.set()
         if self._flusher is not None and await outlive_flusher(self, self._flusher):
+            self._raise_if_gone()
             return
+        self._raise_if_gone()
+        await self._deliver_final()
+
+    def _raise_if_gone(self) -> None:
+        if self._gone is not None:
+            raise SlackDeliveryError(self._gone.method, self._gone.error)
+
+    async def _deliver_final(self) -> None:
+        """Edit the final render into the messages; once Slack refuses an edit, post it anew."""
         self._desired = list(render_answer(self._state))
-        for index in self._pending():
-            await self._send(index, reliable=True)
-        await self._drop_extras()
+        for _ in range(2):  # twice: a post found to have landed earlier may still need an edit
+            if self._edits_refused or not self._pending():
+                break
+            for index in self._pending():
+                if not await self._send(index, reliable=True):
+                    break  # the edit was refused: the whole answer is posted below instead
+        if self._edits_refused:
+            await self._post_anew()
+        else:
+            await self._drop_extras()
+
+    async def _post_anew(self) -> None:
+        """Post the final render as new messages, then remove the ones shown before (a
+        half-finished copy of the answer must not hang above it)."""
+        stale, self.sent = self.sent, []
+        for index, payload in enumerate(self._desired):
+            self._numbered.pop(index, None)  # a new post, not one that may have landed before
+            self._unsure.discard(index)
+            self.sent.append(await self._post_message(index, payload, reliable=True))
+        for message in stale:
+            await self._remove(message)
+
+    async def _remove(self, message: Sent) -> None:
+        """Delete a message the answer was posted below; one too long to edit that cannot be
+        deleted is shortened to a pointer instead. Logged either way, never raised."""
+        try:
+            await self.p.caller.call_reliably(
+                "chat.delete", self.edits, channel=self.channel, ts=message.ts
+            )
+        except SlackDeliveryError as exc:
+            failed = exc.error
+        else:
+            self.calls += 1
+            log.info("slack_stale_message_deleted", ts=message.ts, refused=self._edits_refused)
+            return
+        if self._edits_refused == "msg_too_long":
+            try:
+                await self.p.caller.call_reliably(
+                    "chat.update",
+                    self.edits,
+                    channel=self.channel,
+                    ts=message.ts,
+                    **payload_args(SlackMessage(ANSWER_BELOW)),
+                )
+            except SlackDeliveryError as exc:
+                failed = f"{failed}, then {exc.error}"
+            else:
+                self.calls += 1
+                log.info("slack_stale_message_shortened", ts=message.ts, delete_error=failed)
+                return
+        log.warning("slack_stale_message_left", ts=message.ts, error=failed)
+
+    async def attach_full_answer(self, markdown: str, title: str) -> None:
+        """Attach the full answer as a file in the thread (see `bot.slack.files`)."""
+        self.calls += await attach_full_answer(
+            self.p.caller,
+            self.p.budgets,
+            team_id=self.team_id,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=markdown,
+            title=title,
+        )
 
     async def _drop_extras(self) -> None:
         """The final answer needs fewer messages than were shown: delete the stale ones."""
@@ -299,8 +408,7 @@ class AnswerStream:
             wait = self._last_edit + self._interval() - self.p.clock()
             if wait <= 0:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=wait)
+            await sleep_unless(self.p.sleep, wait, self._dirty)
             self._dirty.clear()
         wait = self._last_edit + self._interval() - self.p.clock()
         if wait > 0:
@@ -317,22 +425,24 @@ class AnswerStream:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            if self._gone is not None:
+                return  # nothing can reach the channel; finish() reports it
+            if self._edits_refused and not self._final:
+                continue  # no more progress: only the final answer goes out, posted anew
             await self._wait_for_interval()
-            final = self._final
+            if self._final:
+                await self._deliver_final()
+                return
             self._desired = list(render_answer(self._state))
             carries_text = bool(self._state.text)
             for index in self._pending():
-                if final:
-                    await self._send(index, reliable=True)
-                elif not await self._send(index, reliable=False):
-                    self._dirty.set()  # budget says not now; the next round carries newer text
-                    await self._wait_for_budget()
+                if not await self._send(index, reliable=False):
+                    if self._gone is None and not self._edits_refused:
+                        self._dirty.set()  # not now; the next round carries newer text
+                        await self._wait_for_budget()
                     break
             else:
                 self._text_shown = self._text_shown or carries_text
-            if final and not self._pending():
-                await self._drop_extras()
-                return
             if self._final:
                 self._dirty.set()
 
@@ -347,8 +457,7 @@ class AnswerStream:
         self._wake.clear()  # the refused render was the newest state: older wake-ups are stale
         if self._final:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=hint)
+        await sleep_unless(self.p.sleep, hint, self._wake)
 
     def _edit_reserve(self) -> float:
         """Tokens an intermediate edit must leave in the workspace bucket.
@@ -383,49 +492,132 @@ class AnswerStream:
             self._refused_by = self.edits
             return False
         except SlackDeliveryError as exc:
-            if exc.error not in REPOST_ERRORS:
-                if reliable:
-                    raise
-                log.warning("slack_edit_failed", error=exc.error)
-                self._last_edit = self.p.clock()
-                self._refused_by = self.edits
+            if exc.error in REPOST_ERRORS:
+                log.info("slack_edit_refused_posting_final_instead", error=exc.error)
+                self._edits_refused = exc.error
                 return False
-            log.info("slack_edit_refused_posting_instead", error=exc.error)
-            data = await self.p.caller.call_reliably(
-                "chat.postMessage",
-                self.posts,
-                channel=self.channel,
-                thread_ts=self.thread_ts,
-                **payload_args(payload),
-            )
-            self.sent[index] = Sent(str(data["ts"]), payload)
-            self.calls += 1
-            return True
+            if reliable:
+                raise
+            self._write_failed(exc)
+            return False
         self.calls += 1
         self.sent[index] = Sent(self.sent[index].ts, payload)
         self._last_edit = self.p.clock()
         return True
 
+    def _write_failed(self, exc: SlackDeliveryError) -> None:
+        """An intermediate write was refused: a gone channel stops all writes, anything else
+        is paced like a failure (the final write will try again, reliably)."""
+        if exc.channel_gone:
+            log.warning("slack_channel_gone_mid_answer", method=exc.method, error=exc.error)
+            self._gone = exc
+            return
+        log.warning("slack_write_failed", method=exc.method, error=exc.error)
+        self._last_edit = self.p.clock()
+        self._refused_by = self.edits if exc.method == "chat.update" else self.posts
+
     async def _post(self, payload: SlackMessage, *, reliable: bool) -> bool:
-        args = {"channel": self.channel, "thread_ts": self.thread_ts, **payload_args(payload)}
+        index = len(self.sent)
         if reliable:
-            data = await self.p.caller.call_reliably("chat.postMessage", self.posts, **args)
-        else:
-            self._refused_by = self.posts
-            if self._held() or not self.posts.try_take():
-                return False
+            self.sent.append(await self._post_message(index, payload, reliable=True))
+            return True
+        self._refused_by = self.posts
+        if self._held() or not self.posts.try_take():
+            return False
+        try:
+            self.sent.append(await self._post_message(index, payload, reliable=False))
+        except (RateLimited, Transient):
+            self._last_edit = self.p.clock()
+            return False
+        except SlackDeliveryError as exc:  # the final post will try again, reliably
+            self._write_failed(exc)
+            return False
+        return True
+
+    async def _post_message(self, index: int, payload: SlackMessage, *, reliable: bool) -> Sent:
+        """Post `payload` as message `index` of the answer, named in its metadata; reliably
+        (retries) or once (raises RateLimited / Transient / SlackDeliveryError).
+
+        After an ambiguous failure the same post (same number) is looked up in the thread
+        before it is sent again: if it landed, it is adopted instead.
+        """
+        number = self._numbered.setdefault(index, next(self._post_numbers))
+        args = {
+            "channel": self.channel,
+            "thread_ts": self.thread_ts,
+            **payload_args(payload),
+            "metadata": {
+                "event_type": METADATA_TYPE,
+                "event_payload": {"answer_id": self.answer_id, "post": number},
+            },
+        }
+
+        async def attempt() -> Sent:
+            if index in self._unsure:
+                found = await self._landed(number)
+                if found is not None:
+                    ts, text = found
+                    log.info("slack_post_found_after_ambiguous_failure", ts=ts, post=number)
+                    return Sent(ts, payload if text == payload.text else UNKNOWN)
             try:
                 data = await self.p.caller.call("chat.postMessage", self.posts, **args)
-            except (RateLimited, Transient):
-                self._last_edit = self.p.clock()
-                return False
-            except SlackDeliveryError as exc:  # the final post will try again, reliably
-                log.warning("slack_post_failed", error=exc.error)
-                self._last_edit = self.p.clock()
-                return False
-        self.calls += 1
-        self.sent.append(Sent(str(data["ts"]), payload))
-        return True
+            except Transient as exc:
+                if exc.ambiguous:
+                    self._unsure.add(index)
+                raise
+            self.calls += 1
+            return Sent(str(data["ts"]), payload)
+
+        if reliable:
+            sent = await self.p.caller.reliably("chat.postMessage", self.posts, attempt)
+        else:
+            sent = await attempt()
+        self._numbered.pop(index, None)
+        self._unsure.discard(index)
+        return sent
+
+    async def _landed(self, number: int) -> tuple[str, str] | None:
+        """(ts, text) of this answer's post `number` if it is in the thread; extra copies of it
+        are deleted. None when it is not there, or the thread cannot be read (then posting
+        again risks a duplicate, which beats losing the answer). Raises Transient/RateLimited."""
+        bucket = self.p.budgets.bucket(f"reads:{self.team_id}", READS_PER_SECOND, READ_BURST)
+        copies: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(LOOKUP_PAGES):
+            await bucket.take()
+            try:
+                page = await self.p.caller.read(
+                    "conversations.replies",
+                    bucket,
+                    channel=self.channel,
+                    ts=self.thread_ts,
+                    include_all_metadata="true",
+                    limit=200,
+                    **({"cursor": cursor} if cursor else {}),
+                )
+            except SlackDeliveryError as exc:
+                log.warning("slack_post_lookup_failed", error=exc.error)
+                return None
+            self.calls += 1
+            copies += [m for m in page.get("messages") or [] if self._is_post(m, number)]
+            cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+        if not copies:
+            return None
+        for extra in copies[1:]:
+            await self._remove(Sent(str(extra["ts"]), UNKNOWN))
+        return str(copies[0]["ts"]), str(copies[0].get("text") or "")
+
+    def _is_post(self, message: object, number: int) -> bool:
+        """`message` (from conversations.replies) is this answer's post `number`."""
+        if not isinstance(message, dict):
+            return False
+        metadata = message.get("metadata")
+        if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_TYPE:
+            return False
+        names = metadata.get("event_payload")
+        return isinstance(names, dict) and names == {"answer_id": self.answer_id, "post": number}
 
 
 Stream = AnswerStream | NativeAnswerStream

@@ -22,7 +22,8 @@ SESSION_COLUMNS = (
 SLACK_KEY_COLUMNS = ("slack_team_id", "slack_channel_id", "slack_thread_ts", "slack_user_id")
 SLACK_KEY_CONFLICT = ",".join(SLACK_KEY_COLUMNS)
 
-# What `sql/` must have created for the bot to work; health() and doctor check exactly this.
+# What `sql/` must have created for the bot to work; health() and doctor check exactly this,
+# plus, on Postgres-direct only, 007's lock on agent_session_id (see session_id_lock_missing).
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "chat_sessions": (
         "id",
@@ -34,6 +35,22 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "slack_events": ("event_id", "claimed_at"),
     "slack_identities": ("team_id", "slack_user_id", "email", "user_id"),
 }
+
+
+# 007: one row per Powabase session id, and web users may not change a row's id.
+UNIQUE_SESSION_ID_INDEX = "chat_sessions_agent_session_id_key"
+
+
+def session_id_lock_missing(*, unique_ids: bool, web_may_repoint: bool) -> list[str]:
+    """What health() reports missing of migration 007, from what the catalogs show."""
+    missing: list[str] = []
+    if not unique_ids:
+        missing.append(f"migration 007 (unique index {UNIQUE_SESSION_ID_INDEX})")
+    if web_may_repoint:
+        missing.append(
+            "migration 007 (authenticated may still update chat_sessions.agent_session_id)"
+        )
+    return missing
 
 
 def key_values(key: ThreadKey) -> dict[str, str]:

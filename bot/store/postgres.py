@@ -25,8 +25,10 @@ from bot.store.base import (
 from bot.store.pg_common import (
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
+    UNIQUE_SESSION_ID_INDEX,
     missing_columns,
     session_from_row,
+    session_id_lock_missing,
     trace_json,
 )
 
@@ -68,6 +70,21 @@ select table_name::text, column_name::text
   from information_schema.columns
  where table_schema = 'public' and table_name = any($1::text[])
 """
+
+# 007 adds no column, so the column check cannot see it: read its traces in the catalogs
+# (which PostgREST does not expose, so only this store can check them). `web_may_repoint` is
+# false when there is no `authenticated` role (a database without the Supabase roles).
+_SESSION_ID_LOCK = f"""
+select coalesce((select indisunique from pg_index
+                  where indexrelid = to_regclass('public.{UNIQUE_SESSION_ID_INDEX}')), false)
+           as unique_ids,
+       coalesce((select has_column_privilege(r.oid, 'public.chat_sessions'::regclass,
+                                             'agent_session_id', 'UPDATE')
+                   from pg_roles r where r.rolname = 'authenticated'), false)
+           as web_may_repoint
+"""
+
+_TABLE_EXISTS = "select to_regclass($1) is not null"
 
 
 def redacted_target(url: str) -> str:
@@ -182,17 +199,29 @@ class PostgresStore:
         try:
             async with self._translate("health check"):
                 rows = await self._pool.fetch(_COLUMNS_PRESENT, list(REQUIRED_COLUMNS))
+                found: dict[str, set[str]] = {}
+                for table, column in rows:
+                    found.setdefault(table, set()).add(column)
+                missing = missing_columns(found)
+                if not missing:
+                    lock = await self._pool.fetchrow(_SESSION_ID_LOCK)
+                    missing = session_id_lock_missing(
+                        unique_ids=bool(lock and lock["unique_ids"]),
+                        web_may_repoint=bool(lock and lock["web_may_repoint"]),
+                    )
         except StoreError as exc:
             return StoreHealth(self.backend, False, False, str(exc))
-        found: dict[str, set[str]] = {}
-        for table, column in rows:
-            found.setdefault(table, set()).add(column)
-        missing = missing_columns(found)
         if missing:
             return StoreHealth(
                 self.backend, True, False, f"{self.target}: missing {', '.join(missing)}"
             )
         return StoreHealth(self.backend, True, True, self.target)
+
+    async def has_table(self, name: str) -> bool:
+        """Whether table `public.<name>` exists (`powabot doctor` asks about optional tables)."""
+        async with self._translate(f"looking for table {name}"):
+            found = await self.pool.fetchval(_TABLE_EXISTS, f"public.{name}")
+        return bool(found)
 
 
 def _key_args(key: ThreadKey) -> tuple[str, str, str, str]:

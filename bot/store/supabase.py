@@ -197,7 +197,22 @@ class SupabaseStore:
             )
         return len(response.data) == 1
 
+    async def has_table(self, name: str) -> bool:
+        """Whether table `public.<name>` is there (`powabot doctor` asks about optional tables)."""
+        query = self.client.table(name).select("*").limit(0)
+        try:
+            async with self._translate(f"looking for table {name}"):
+                await query.execute()
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.code in _NOT_MIGRATED_CODES:
+                return False
+            raise
+        return True
+
     async def health(self) -> StoreHealth:
+        # Columns only: PostgREST shows no catalogs, so 007's unique index and column lock,
+        # which the Postgres-direct store checks, cannot be seen from here (sql/README.md).
         if self._client is None:
             return StoreHealth(self.backend, False, False, f"{self.url} not open")
         missing: list[str] = []

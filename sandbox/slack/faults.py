@@ -11,6 +11,10 @@ What real Slack, and the proxies in front of it, answer when things go wrong:
   (``fault="html_5xx"``).
 - A connection closed without an answer (``fault="reset"``), and a slow answer
   (``fault="slow"``: the call goes through after ``delay`` seconds).
+- A text/plain page with HTTP 200 (``fault="plain_200"``: a proxy or captive portal answering
+  in Slack's place; slack_sdk's own response check trips over it).
+- An ambiguous failure (``fault="reset_after_apply"``): the call takes effect, then the
+  connection is closed before the answer, as when a response is lost on the way back.
 
 `Chaos` picks among the transient ones at random, with a seeded generator, for load runs.
 """
@@ -24,13 +28,17 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Literal
 
-Fault = Literal["plain_5xx", "html_5xx", "retry_after_date", "reset", "slow"]
+Fault = Literal[
+    "plain_5xx", "html_5xx", "retry_after_date", "reset", "slow", "plain_200", "reset_after_apply"
+]
+# The faults `Chaos` draws from (the ones added later are only injected on purpose).
 FAULTS: tuple[Fault, ...] = ("plain_5xx", "html_5xx", "retry_after_date", "reset", "slow")
 
 ENVOY_503 = (
     "upstream connect error or disconnect/reset before headers. "
     "reset reason: connection termination"
 )
+PLAIN_200 = "Service is busy. Please retry your request."
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
@@ -83,10 +91,18 @@ class Injection:
     delay: float = 0.0  # seconds to wait before answering
     retry_after: float = 1.0  # for retry_after_date: seconds ahead the date lies
 
+    @property
+    def applies_call(self) -> bool:
+        """The call itself goes through (`slow`, `reset_after_apply`)."""
+        return self.fault in ("slow", "reset_after_apply")
+
     def reply(self) -> Reply | None:
-        """The injected answer; None when the call should go through (`slow`)."""
-        if self.fault == "slow":
+        """The injected answer; None when the call should go through (`slow`, and
+        `reset_after_apply`, whose answer the server then replaces with a reset)."""
+        if self.applies_call:
             return None
+        if self.fault == "plain_200":
+            return Reply(200, {}, injected=True, raw=PLAIN_200, content_type="text/plain")
         if self.fault == "reset":
             return Reply(0, {}, injected=True, reset=True)
         if self.fault == "plain_5xx":

@@ -30,10 +30,22 @@ from sandbox.slack.faults import Chaos, Fault, Injection, Reply, default_status
 from sandbox.slack.ratelimit import RateLimiter, RateLimits
 from sandbox.slack.socket_mode import Delivery, SocketModeHub
 from sandbox.slack.store import MessageStore, StoredMessage
-from sandbox.slack.web_api import ApiConfig, ApiError, AssistantThread, WebApi
+from sandbox.slack.web_api import ApiConfig, ApiError, AssistantThread, StoredFile, WebApi
 
 log = structlog.get_logger(__name__)
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# What real Slack names in the `x-oauth-scopes` header of every Web API answer: the token's
+# scopes. For the bot token, those of an app installed from deploy/slack-app-manifest.yaml
+# (`SlackStandin.granted_scopes` changes them); for the app-level token, connections:write.
+INSTALLED_BOT_SCOPES = (
+    "app_mentions:read",
+    "channels:history",
+    "chat:write",
+    "files:write",
+    "groups:history",
+    "im:history",
+)
+APP_TOKEN_SCOPES = ("connections:write",)
 
 
 @dataclass
@@ -83,6 +95,7 @@ class SlackStandin(LoopbackServer):
         self.workspace = Workspace(team_id, app_id, bot_user_id, bot_id)
         self.bot_token = bot_token
         self.app_token = app_token
+        self.granted_scopes: tuple[str, ...] = INSTALLED_BOT_SCOPES
         self.echo_bot_messages = echo_bot_messages
         self.config = ApiConfig(max_text_len, streaming_enabled, stream_ttl)
         self.limiter = RateLimiter(rate_limits)
@@ -106,6 +119,7 @@ class SlackStandin(LoopbackServer):
             socket_url=self._socket_url,
             on_bot_message=self._echo,
             channel_types=self._channel_types,
+            upload_url=self._upload_url,
         )
         self._session: aiohttp.ClientSession | None = None
         self._port = 0
@@ -115,6 +129,7 @@ class SlackStandin(LoopbackServer):
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/upload/v1/{file_id}", self._handle_upload)
         app.router.add_get("/link", self.hub.handle)
         app.router.add_get("/link/", self.hub.handle)
         self._port = await self.serve(app)
@@ -133,6 +148,9 @@ class SlackStandin(LoopbackServer):
         if not self._port:
             raise RuntimeError("SlackStandin.api_url read before start()")
         return f"http://127.0.0.1:{self._port}/api/"
+
+    def _upload_url(self, file_id: str) -> str:
+        return f"http://127.0.0.1:{self._port}/upload/v1/{file_id}"
 
     def _socket_url(self) -> str:
         ticket = self.hub.issue_ticket()
@@ -163,6 +181,11 @@ class SlackStandin(LoopbackServer):
     @property
     def assistant_threads(self) -> dict[tuple[str, str], AssistantThread]:
         return self.api.assistant_threads
+
+    @property
+    def files(self) -> dict[str, StoredFile]:
+        """Files by id, from files.getUploadURLExternal on (content once uploaded)."""
+        return self.api.files
 
     def add_user(self, user_id: str, *, name: str, real_name: str = "", tz: str = "UTC") -> None:
         """Give users.info a specific answer for one user (others get a generated profile)."""
@@ -205,7 +228,10 @@ class SlackStandin(LoopbackServer):
         - ``fault`` (see `sandbox.slack.faults`): ``"plain_5xx"`` (Envoy's text/plain 503),
           ``"html_5xx"`` (an HTML 502), ``"retry_after_date"`` (429 whose ``Retry-After`` is
           an HTTP date ``retry_after`` seconds ahead), ``"reset"`` (the connection is closed
-          without an answer), ``"slow"`` (answered normally after ``delay`` seconds).
+          without an answer), ``"slow"`` (answered normally after ``delay`` seconds),
+          ``"plain_200"`` (HTTP 200 with a text/plain body), ``"reset_after_apply"`` (the call
+          takes effect, then the connection is closed without the answer).
+        - ``method="files.upload"`` injects into the POSTs to upload URLs.
         - ``delay``: seconds to wait before answering (any injection).
         """
         if times < 1:
@@ -271,6 +297,8 @@ class SlackStandin(LoopbackServer):
                 await asyncio.sleep(injection.delay)
             injected = injection.reply() if injection is not None else None
             reply = injected or self._answer(method, args, token)
+            if injection is not None and injection.fault == "reset_after_apply":
+                reply = Reply(reply.status, reply.body, injected=True, reset=True)
         call = ApiCall(method, args, reply.status, reply.error, started, reply.body, reply.injected)
         self.calls.append(call)
         self._calls_by_method.setdefault(method, []).append(call)
@@ -278,6 +306,33 @@ class SlackStandin(LoopbackServer):
             self.ratelimited_count += 1
         for hook in self.on_call:
             hook(call)
+        self._notify()
+        if reply.reset:
+            return await _reset(request)
+        if reply.raw is not None:
+            return web.Response(
+                status=reply.status, text=reply.raw, content_type=reply.content_type
+            )
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+    async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
+        """An upload URL: the file's bytes, raw or as a multipart form's file part."""
+        started = time.monotonic()
+        file_id = request.match_info["file_id"]
+        content = await _upload_body(request)
+        injection = self._next_injection("files.upload")
+        injected = injection.reply() if injection is not None else None
+        if injected is not None:
+            reply = injected
+        elif self.api.receive_upload(file_id, content):
+            reply = Reply(200, {}, raw=f"OK - {len(content)}", content_type="text/plain")
+        else:
+            reply = Reply(404, {}, raw="Not Found", content_type="text/plain")
+        args = {"file_id": file_id, "size": len(content)}
+        error = None if reply.status == 200 and not reply.injected else reply.error
+        call = ApiCall("files.upload", args, reply.status, error, started, {}, reply.injected)
+        self.calls.append(call)
+        self._calls_by_method.setdefault("files.upload", []).append(call)
         self._notify()
         if reply.reset:
             return await _reset(request)
@@ -308,8 +363,9 @@ class SlackStandin(LoopbackServer):
             log.debug("slack_standin_ratelimited", method=method, retry_after=retry_after)
             body = {"ok": False, "error": "ratelimited"}
             return Reply(429, body, {"Retry-After": str(retry_after)})
+        scopes = APP_TOKEN_SCOPES if method == "apps.connections.open" else self.granted_scopes
         try:
-            return Reply(200, self.api.call(method, args))
+            return Reply(200, self.api.call(method, args), {"x-oauth-scopes": ",".join(scopes)})
         except ApiError as exc:
             return Reply(200, {"ok": False, "error": exc.code})
 
@@ -474,6 +530,17 @@ async def _reset(request: web.Request) -> web.StreamResponse:
     if transport is not None:
         transport.close()
     raise asyncio.CancelledError  # aiohttp drops the request quietly; nothing is written
+
+
+async def _upload_body(request: web.Request) -> bytes:
+    """The uploaded file: the raw body, or the first file part of a multipart form."""
+    if not request.content_type.startswith("multipart/"):
+        return await request.read()
+    reader = await request.multipart()
+    async for part in reader:
+        if isinstance(part, aiohttp.BodyPartReader) and (part.filename or part.name == "file"):
+            return bytes(await part.read())
+    return b""
 
 
 def _token(request: web.Request, args: dict[str, Any]) -> str | None:

@@ -32,14 +32,19 @@ class StoredMessage:
     extra: dict[str, Any] = field(default_factory=dict)
     """Other arguments the poster sent (mrkdwn, unfurl_links, metadata, ...)."""
     reply_count: int = 0
+    files: list[dict[str, Any]] | None = None
+    """Files shared with this message (files.completeUploadExternal), as the API shows them."""
 
     @property
     def is_bot(self) -> bool:
         return self.bot_id is not None
 
-    def to_api(self, team_id: str) -> dict[str, Any]:
-        """The message as Slack's Web API shows it."""
+    def to_api(self, team_id: str, *, metadata: bool = False) -> dict[str, Any]:
+        """The message as Slack's Web API shows it (`metadata`: with the message metadata it
+        was posted with, as reads asked for it with include_all_metadata show it)."""
         out: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text, "team": team_id}
+        if metadata and isinstance(self.extra.get("metadata"), dict):
+            out["metadata"] = self.extra["metadata"]
         if self.user is not None:
             out["user"] = self.user
         if self.bot_id is not None:
@@ -52,6 +57,9 @@ class StoredMessage:
             out["blocks"] = self.blocks
         if self.attachments is not None:
             out["attachments"] = self.attachments
+        if self.files is not None:
+            out["files"] = self.files
+            out["upload"] = True
         if self.reactions:
             out["reactions"] = [
                 {"name": name, "users": users, "count": len(users)}

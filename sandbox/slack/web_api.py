@@ -6,6 +6,7 @@ raised as ``ApiError(code)`` and becomes HTTP 200 ``{"ok": false, "error": code}
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -20,7 +21,9 @@ MAX_MARKDOWN_TEXT = 12_000  # per chat.*Stream call
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 # Arguments that are part of the message body; anything else the poster sends lands in `extra`.
 _MESSAGE_ARGS = {"channel", "text", "blocks", "attachments", "thread_ts", "token", "team_id"}
-_JSON_ARGS = ("blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages")
+_JSON_ARGS = (
+    "blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages", "files"
+)  # fmt: skip
 
 
 class ApiError(Exception):
@@ -51,6 +54,36 @@ class AssistantThread:
     status_history: list[str] = field(default_factory=list)
 
 
+@dataclass
+class StoredFile:
+    """One file of Slack's external upload flow, from files.getUploadURLExternal on."""
+
+    id: str
+    filename: str
+    length: int  # what getUploadURLExternal was told (bytes)
+    content: bytes | None = None  # what was POSTed to the upload URL
+    title: str = ""
+    shared_in: list[tuple[str, str | None]] = field(default_factory=list)  # (channel, thread)
+
+    @property
+    def text(self) -> str:
+        """The uploaded bytes as UTF-8 text ("" before the upload)."""
+        return (self.content or b"").decode("utf-8")
+
+    def to_api(self, user: str) -> dict[str, Any]:
+        markdown = self.filename.endswith(".md")
+        return {
+            "id": self.id,
+            "name": self.filename,
+            "title": self.title or self.filename,
+            "size": len(self.content or b""),
+            "mimetype": "text/markdown" if markdown else "application/octet-stream",
+            "filetype": "markdown" if markdown else "binary",
+            "user": user,
+            "channels": sorted({channel for channel, _ in self.shared_in}),
+        }
+
+
 def _decode_json_args(args: dict[str, Any]) -> None:
     for name in _JSON_ARGS:
         value = args.get(name)
@@ -59,6 +92,16 @@ def _decode_json_args(args: dict[str, Any]) -> None:
                 args[name] = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ApiError("invalid_json") from exc
+
+
+def _check_metadata(metadata: object) -> None:
+    """Message metadata must be {"event_type": str, "event_payload": object}, as Slack wants."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("event_payload"), dict):
+        raise ApiError("invalid_metadata_format")
+    if not isinstance(metadata.get("event_type"), str) or not metadata["event_type"]:
+        raise ApiError("invalid_metadata_format")
 
 
 def _require(args: dict[str, Any], *names: str) -> None:
@@ -79,6 +122,7 @@ class WebApi:
         socket_url: Callable[[], str],
         on_bot_message: Callable[[StoredMessage], None],
         channel_types: dict[str, str],
+        upload_url: Callable[[str], str] = lambda file_id: f"http://127.0.0.1/upload/{file_id}",
     ) -> None:
         self.ws = ws
         self.store = store
@@ -86,6 +130,9 @@ class WebApi:
         self._socket_url = socket_url
         self._on_bot_message = on_bot_message
         self.channel_types = channel_types
+        self._upload_url = upload_url
+        self.files: dict[str, StoredFile] = {}
+        self._file_ids = itertools.count(1)
         self.ephemerals: list[StoredMessage] = []
         self.deleted: list[StoredMessage] = []
         self.assistant_threads: dict[tuple[str, str], AssistantThread] = {}
@@ -109,6 +156,8 @@ class WebApi:
             "chat.startStream": self.start_stream,
             "chat.appendStream": self.append_stream,
             "chat.stopStream": self.stop_stream,
+            "files.getUploadURLExternal": self.get_upload_url,
+            "files.completeUploadExternal": self.complete_upload,
         }
 
     def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +214,7 @@ class WebApi:
         if not text and not args.get("blocks") and not args.get("attachments"):
             raise ApiError("no_text")
         self._check_length(text, self.config.max_text_len)
+        _check_metadata(args.get("metadata"))
         msg = self.store.add(
             StoredMessage(
                 channel=channel,
@@ -236,8 +286,9 @@ class WebApi:
         limit = max(1, min(int(args.get("limit") or 1000), 1000))
         page = messages[start : start + limit]
         more = start + limit < len(messages)
+        metadata = str(args.get("include_all_metadata") or "").lower() in ("1", "true")
         return {
-            "messages": [m.to_api(self.ws.team_id) for m in page],
+            "messages": [m.to_api(self.ws.team_id, metadata=metadata) for m in page],
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
@@ -366,3 +417,62 @@ class WebApi:
         msg.stream_state = "stopped"
         msg.edits.append((time.monotonic(), msg.text))
         return {"channel": msg.channel, "ts": msg.ts, "message": msg.to_api(self.ws.team_id)}
+
+    # --- files (the external upload flow; files.upload is retired) ----------------------------
+
+    def get_upload_url(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "filename", "length")
+        try:
+            length = int(args["length"])
+        except (TypeError, ValueError) as exc:
+            raise ApiError("invalid_arguments") from exc
+        if length <= 0:
+            raise ApiError("invalid_arguments")
+        file_id = f"F0STANDIN{next(self._file_ids):05d}"
+        self.files[file_id] = StoredFile(file_id, str(args["filename"]), length)
+        return {"upload_url": self._upload_url(file_id), "file_id": file_id}
+
+    def receive_upload(self, file_id: str, content: bytes) -> bool:
+        """The bytes POSTed to a file's upload URL; False for an unknown file."""
+        stored = self.files.get(file_id)
+        if stored is None:
+            return False
+        stored.content = content
+        return True
+
+    def complete_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "files")
+        wanted = args["files"]
+        if not isinstance(wanted, list) or not all(
+            isinstance(f, dict) and f.get("id") for f in wanted
+        ):
+            raise ApiError("invalid_arguments")
+        found = [self.files.get(str(f["id"])) for f in wanted]
+        files = [f for f in found if f is not None and f.content is not None]
+        if len(files) != len(wanted):  # never asked for, or its bytes never arrived
+            raise ApiError("file_not_found")
+        channel = str(args.get("channel_id") or args.get("channels") or "")
+        thread_ts = str(args.get("thread_ts") or "") or None
+        if thread_ts and (not channel or "," in channel):
+            raise ApiError("invalid_arguments")  # a thread needs exactly one channel
+        for entry, stored in zip(wanted, files, strict=True):
+            stored.title = str(entry.get("title") or stored.filename)
+        shown = [f.to_api(self.ws.bot_user_id) for f in files]
+        if channel:
+            for stored in files:
+                stored.shared_in.append((channel, thread_ts))
+            shown = [f.to_api(self.ws.bot_user_id) for f in files]
+            msg = self.store.add(
+                StoredMessage(
+                    channel=channel,
+                    ts=self.store.next_ts(),
+                    text=str(args.get("initial_comment") or ""),
+                    user=self.ws.bot_user_id,
+                    bot_id=self.ws.bot_id,
+                    thread_ts=thread_ts,
+                    files=shown,
+                )
+            )
+            self._replied(channel, thread_ts)
+            self._on_bot_message(msg)
+        return {"files": shown}

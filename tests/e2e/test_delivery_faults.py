@@ -10,6 +10,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreError
+from bot.render.answer import FULL_ANSWER_MISSING, MAX_ANSWER_MESSAGES, TRUNCATED
 from bot.service import Powabot
 from bot.slack.budget import Budgets, TokenBucket
 from bot.slack.publisher import AnswerStream, Publisher
@@ -217,3 +218,45 @@ async def test_the_final_write_deadline_counts_from_its_turn_not_from_the_queue(
         )
     )
     assert sorted(m.text for m in slack.bot_messages("D0Q")) == ["final 0", "final 1", "final 2"]
+
+
+async def finish_a_truncated_answer(slack: Any, channel: str) -> tuple[AnswerStream, str]:
+    """Deliver an answer too long for its messages; then attach the full answer as a file."""
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, Budgets(edit_burst=20), min_interval=0.01)
+    thread = await slack.user_says(user=ALICE, text="Everything, please", channel=channel)
+    stream = publisher.classic(slack.workspace.team_id, channel, thread.ts)
+    state = AnswerState(question="Everything, please")
+    await stream.start(state)
+    paragraph = "Every detail of the refund policy, spelled out once more. " * 10
+    state.text = "\n\n".join(f"{n}. {paragraph}" for n in range(80))  # about 50,000 characters
+    state.phase = Phase.DONE
+    await stream.finish()
+    assert stream.truncated
+    await stream.attach_full_answer(state.text, "Full answer")
+    return stream, state.text
+
+
+async def test_a_truncated_answer_gets_its_full_text_as_a_file_despite_a_flaky_upload(
+    slack: Any,
+) -> None:
+    """The upload URL answers a proxy's 503 once: the bytes are sent again and the file with
+    the whole answer is shared in the thread, right under the note."""
+    slack.inject("files.upload", fault="plain_5xx")
+    stream, full = await finish_a_truncated_answer(slack, "D0FILE")
+    *answer, shared = bot_replies(slack, "D0FILE", stream.thread_ts)
+    assert len(answer) == MAX_ANSWER_MESSAGES and answer[-1].text.endswith(TRUNCATED)
+    (entry,) = shared.files
+    assert slack.files[entry["id"]].text == full and entry["title"] == "Full answer"
+    assert [c.status for c in slack.calls_to("files.upload")] == [503, 200]
+
+
+async def test_a_full_answer_that_cannot_be_attached_is_owned_up_to(slack: Any) -> None:
+    """The upload is refused for good: no file, and a line under the note says the full answer
+    could not be attached (the note must not promise a file that is not there)."""
+    slack.inject("files.upload", status=403, times=10)
+    stream, _full = await finish_a_truncated_answer(slack, "D0NOFILE")
+    *answer, owned_up = bot_replies(slack, "D0NOFILE", stream.thread_ts)
+    assert answer[-1].text.endswith(TRUNCATED)
+    assert owned_up.text == FULL_ANSWER_MISSING and not owned_up.files
+    assert slack.calls_to("files.completeUploadExternal") == []

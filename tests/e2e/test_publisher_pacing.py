@@ -6,6 +6,7 @@ Each test runs the real bot against the Slack stand-in and checks what the user 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -56,13 +57,19 @@ async def test_ratelimited_as_http_200_is_treated_like_429(
     assert answer_message(slack, "D0RL200", msg.ts).text == expected_text(powabase.runs[-1].answer)
 
 
-async def test_transient_slack_errors_are_retried_for_the_final_edit(
-    slack: Any, powabase: Any, bot: Powabot
-) -> None:
-    """A couple of Slack 5xx answers on chat.update do not cost the user the final answer."""
-    slack.inject("chat.update", status=503, times=2)
-    msg = await ask(slack, bot, "D0FLAKY", "Which plans include SSO?")
-    assert answer_message(slack, "D0FLAKY", msg.ts).text == expected_text(powabase.runs[-1].answer)
+async def test_transient_slack_errors_are_retried_for_the_final_edit(slack: Any) -> None:
+    """A couple of Slack 5xx answers on the final chat.update do not cost the user the answer."""
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    publisher = Publisher(client, min_interval=0.01)
+    thread = await slack.user_says(user=ALICE, text="Which plans include SSO?", channel="D0FLAKY")
+    stream = publisher.classic(slack.workspace.team_id, "D0FLAKY", thread.ts)
+    state = AnswerState(question="Which plans include SSO?")
+    await stream.start(state)
+    slack.inject("chat.update", status=503, times=2)  # only the final edit is left to meet them
+    state.text, state.phase = "SSO comes with the Enterprise plan.", Phase.DONE
+    await stream.finish()
+    assert answer_message(slack, "D0FLAKY", thread.ts).text == expected_text(state.text)
+    assert [c.status for c in slack.calls_to("chat.update")] == [503, 503, 200]
 
 
 async def test_stalled_stream_shows_still_working(
@@ -229,3 +236,37 @@ async def test_a_429_storm_on_a_final_write_is_waited_out_until_the_deadline(
     assert raised.value.error == "ratelimited"
     assert len(slack.calls_to("chat.update")) == 4  # at 0, 30, 60 and 90 s: 120 is too late
     assert 90.0 <= clock.now - began < 100.0
+
+
+async def test_edits_of_one_message_are_paced_on_the_injected_clock(slack: Any) -> None:
+    """Edits of one message keep `min_interval` apart on the publisher's clock (a quarter of
+    it for the first words): with a fake clock, 5-second pacing costs no real waiting."""
+    clock = FakeClock()
+    at: dict[int, float] = {}
+    slack.on_call.append(lambda call: at.setdefault(id(call), clock.now))
+    publisher = Publisher(
+        AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
+        min_interval=5.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    thread = await slack.user_says(user=ALICE, text="How do refunds work?", channel="D0PACE")
+    stream = publisher.classic(slack.workspace.team_id, "D0PACE", thread.ts)
+    state = AnswerState(question="How do refunds work?")
+    started = time.monotonic()
+    await stream.start(state)
+    state.phase = Phase.STREAMING
+    words = "Refunds for annual plans are issued within thirty days".split()
+    for count in range(1, len(words) + 1):
+        edits = len(slack.calls_to("chat.update"))
+        state.text = " ".join(words[:count]) + " "
+        stream.update()
+        await slack.wait_for(lambda n=edits: len(slack.calls_to("chat.update")) > n, timeout=5)
+    state.phase = Phase.DONE
+    await stream.finish()
+    stamps = [at[id(c)] for c in slack.calls_to("chat.update")]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert len(stamps) == len(words) + 1  # every word, then the final edit
+    assert all(gap >= 5.0 for gap in gaps)  # the first edit (first words) may come at once
+    assert time.monotonic() - started < 5.0  # nine edits 5 s apart would take 40 s for real
+    assert answer_message(slack, "D0PACE", thread.ts).text == expected_text(state.text)

@@ -17,7 +17,7 @@ from bot.render import render_answer
 from bot.render.answer import MAX_ANSWER_MESSAGES, TRUNCATED
 from bot.render.mrkdwn import to_mrkdwn
 from bot.slack.native import safe_markdown
-from bot.state import AnswerState, Phase
+from bot.state import MAX_TEXT_CHARS, AnswerState, Phase
 from sandbox.powabase import PowabaseStandin
 from sandbox.slack import SlackStandin
 from tests.conftest import running_bot
@@ -121,6 +121,11 @@ DECEPTIVE = [
         f"[x]{ZW}(data:text/html;base64,PHNjcmlwdD4=)",
     ),
     ("<javascript:alert(1)>", "&lt;javascript:alert(1)&gt;", f"<{ZW}javascript:alert(1)>"),
+    (  # a space in an <...> target: native breaks it before the rest of the target streams in
+        "[billing.powabase.ai](<https://billing.powabase.ai .evil.example>)",
+        "billing.powabase.ai (<https://billing.powabase.ai%20.evil.example>)",
+        f"[billing.powabase.ai]{ZW}(<https://billing.powabase.ai .evil.example>)",
+    ),
     (
         "[billing.powabase.ai]\n\n[billing.powabase.ai]: https://evil.example",
         "[billing.powabase.ai]\n\n[billing.powabase.ai]: https://evil.example",
@@ -299,20 +304,30 @@ def huge_body(chars: int) -> str:
     return "\n\n".join(paragraphs)
 
 
+def the_full_answer_file(slack: SlackStandin, message: Any) -> str:
+    """The text of the one file shared with `message` (a file share in the thread)."""
+    (shared,) = message.files
+    stored = slack.files[shared["id"]]
+    assert stored.length == len(stored.content or b"") and stored.filename.endswith(".md")
+    return stored.text
+
+
 async def test_a_huge_answer_is_at_most_five_messages_and_says_it_was_cut(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """A 300,000-character answer reaches the thread as at most 5 messages (plus the trace),
-    each within Slack's limit, exactly the answer's text up to the cut, then the note."""
+    """A 300,000-character answer reaches the thread as at most 5 messages, each within Slack's
+    limit, exactly the answer's text up to the cut, then the note; the full answer follows as
+    a Markdown file (then the trace)."""
     seed_answer(powabase, tmp_path, huge_body(301_000))
     async with running_bot(slack, powabase, tmp_path) as bot:
         msg = await ask(slack, bot, DM, QUESTION)
     answer = powabase.runs[-1].answer
     assert len(answer) >= 300_000
     replies = bot_replies(slack, DM, msg.ts)
-    texts = [m.text for m in replies if not is_trace(m)]
+    texts = [m.text for m in replies if not is_trace(m) and not m.files]
     assert len(texts) == MAX_ANSWER_MESSAGES
-    assert len(replies) - len(texts) == 1 and is_trace(replies[-1])
+    assert len(replies) - len(texts) == 2 and is_trace(replies[-1])
+    assert the_full_answer_file(slack, replies[-2]) == answer[:MAX_TEXT_CHARS]  # what is kept
     assert all(len(text) <= SLACK_TEXT_LIMIT for text in texts)
     assert texts[-1].endswith(TRUNCATED)
     expected = render_answer(AnswerState(text=answer, phase=Phase.DONE))
@@ -322,12 +337,14 @@ async def test_a_huge_answer_is_at_most_five_messages_and_says_it_was_cut(
 async def test_a_huge_native_answer_is_capped_too(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """With native streaming, a 300,000-character answer stops at the cap with the same note."""
+    """With native streaming, a 300,000-character answer stops at the cap with the same note,
+    and the full answer follows as a file."""
     seed_answer(powabase, tmp_path, huge_body(301_000))
     async with running_bot(slack, powabase, tmp_path, POWABOT_NATIVE_STREAMING=True) as bot:
         msg = await ask(slack, bot, DM, QUESTION)
-    (reply,) = [m for m in bot_replies(slack, DM, msg.ts) if not is_trace(m)]
+    (reply, shared) = [m for m in bot_replies(slack, DM, msg.ts) if not is_trace(m)]
     answer = powabase.runs[-1].answer
+    assert the_full_answer_file(slack, shared) == answer[:MAX_TEXT_CHARS]
     assert reply.text == safe_markdown(answer)
     assert reply.text.rstrip().endswith(TRUNCATED) and len(reply.text) < 20_000
     assert len(slack.calls_to("chat.appendStream")) < 20

@@ -1,9 +1,10 @@
 """Limits that keep the bot standing, over real sockets with the real bot.
 
 At most POWABOT_MAX_IN_FLIGHT answers run at once (the rest are told at once that they are in
-line, and are answered in turn); one run at a time per thread (a follow-up waits for the answer
-before it, other threads do not); the Powabase run starts while the placeholder is still being
-posted; and a blank secret stops the start instead of failing every event.
+line, and are answered in turn, first come first served; past POWABOT_MAX_QUEUED waiting they are
+told at once that the bot is busy); one run at a time per thread (a follow-up waits for the answer
+before it, told so at once; other threads do not wait); a slow placeholder delays the Powabase run
+by at most the head start; and a blank secret stops the start instead of failing every event.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.conversation import PLACEHOLDER_HEAD_START
 from bot.errors import ConfigError
-from bot.render.answer import IN_LINE
+from bot.render.answer import AFTER_PREVIOUS, IN_LINE, notice
 from bot.settings import load_settings
+from bot.state import ErrorKind
 from sandbox.powabase import PowabaseStandin
 from sandbox.powabase.state import RunRecord
 from sandbox.slack import SlackStandin
@@ -24,6 +27,13 @@ from tests.e2e.answers import ALICE, ask, bot_replies, expected_text
 
 QUESTION = "What is the refund window for Pro annual?"
 SUPPORT = "C0LIMITS"
+BUSY = notice(ErrorKind.BUSY, partial=False)
+
+
+def first_post(slack: SlackStandin, thread_ts: str) -> str | None:
+    """The text of the bot's first post in a thread (None while there is none)."""
+    posts = [c for c in slack.calls_to("chat.postMessage") if c.args["thread_ts"] == thread_ts]
+    return str(posts[0].args["text"]) if posts else None
 
 
 def run_span(run: RunRecord) -> tuple[float, float]:
@@ -83,8 +93,9 @@ async def test_questions_beyond_the_limit_wait_in_line_and_are_all_answered(
 async def test_a_follow_up_waits_for_the_answer_before_it_but_other_threads_do_not(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """A follow-up sent mid-answer runs after it; a question in another thread runs alongside."""
-    powabase.context.delta_delay = 0.02
+    """A follow-up sent mid-answer is told at once that it comes next, and runs after it; a
+    question in another thread runs alongside."""
+    powabase.context.delta_delay = 0.03
     async with running_bot(slack, powabase, tmp_path) as bot:
         first = await slack.user_says(
             user=ALICE, text=QUESTION, channel=SUPPORT, channel_type="channel", mention=True
@@ -98,6 +109,10 @@ async def test_a_follow_up_waits_for_the_answer_before_it_but_other_threads_do_n
             user="U0BOB", text="Which plans include SSO?", channel="D0BOB"
         )
         assert powabase.runs[0].t_complete is None, "the first answer ended before the follow-up"
+        told = [c for c in slack.calls_to("chat.postMessage") if c.args["text"] == AFTER_PREVIOUS]
+        await slack.wait_for(lambda: bool(told) or bool(told.extend(
+            c for c in slack.calls_to("chat.postMessage") if c.args["text"] == AFTER_PREVIOUS
+        )))  # fmt: skip
         await slack.wait_for(lambda: bot.answerer.finished >= 3, timeout=60)
     by_message = {r.message: r for r in powabase.runs}
     mentioned = next(r for m, r in by_message.items() if m.endswith(QUESTION))
@@ -106,6 +121,9 @@ async def test_a_follow_up_waits_for_the_answer_before_it_but_other_threads_do_n
         by_message["Which plans include SSO?"],
     )
     assert run_span(follow_up)[0] > run_span(mentioned)[1]  # began only after the first ended
+    (acknowledged,) = told
+    assert acknowledged.args["thread_ts"] == first.ts
+    assert acknowledged.t < run_span(mentioned)[1]  # told while the first was still running
     assert follow_up.session_id_sent == mentioned.session_id  # the same Powabase session
     assert run_span(elsewhere)[0] < run_span(mentioned)[1]  # another thread did not wait
     replies = [m.text for m in bot_replies(slack, SUPPORT, first.ts)]
@@ -118,10 +136,11 @@ async def test_a_follow_up_waits_for_the_answer_before_it_but_other_threads_do_n
     assert len(bot.answerer.threads) == 0  # no lock left behind
 
 
-async def test_the_powabase_run_starts_while_the_placeholder_is_being_posted(
+async def test_a_slow_placeholder_delays_the_run_by_at_most_the_head_start(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """A slow chat.postMessage does not hold the run back: Powabase is asked at once."""
+    """A chat.postMessage that takes 1.5 s (a slow Slack, or a post queued behind the channel's
+    budget) holds the Powabase run back by no more than the placeholder's head start."""
     slack.inject("chat.postMessage", fault="slow", delay=1.5)
     async with running_bot(slack, powabase, tmp_path) as bot:
         msg = await ask(slack, bot, "D0EARLY", QUESTION)
@@ -129,9 +148,53 @@ async def test_the_powabase_run_starts_while_the_placeholder_is_being_posted(
         c for c in slack.calls_to("chat.postMessage") if c.args["thread_ts"] == msg.ts
     )  # arrived at `t`, answered 1.5 s later
     run = powabase.runs[-1]
-    assert run.events[0][0] < placeholder.t + 0.5  # long before Slack answered the post
+    assert run.events[0][0] < placeholder.t + PLACEHOLDER_HEAD_START + 0.25
     (answer, *_trace) = bot_replies(slack, "D0EARLY", msg.ts)
     assert answer.text == expected_text(run.answer)
+
+
+async def test_a_slot_freed_while_a_waiting_placeholder_is_posted_goes_to_it_first(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
+) -> None:
+    """One slot: the second asker is in line from the moment it arrives, even while its
+    placeholder is still being posted, so a third arriving after the slot frees runs after it."""
+    powabase.inject_run_fault("delay", delay=0.5)  # the first answer holds the slot a while
+    async with running_bot(slack, powabase, tmp_path, POWABOT_MAX_IN_FLIGHT=1) as bot:
+        await slack.user_says(user="U0ONE", text="First: " + QUESTION, channel="D0FIFO1")
+        await slack.wait_for(lambda: len(powabase.runs) == 1)
+        slack.inject("chat.postMessage", fault="slow", delay=2.0)  # the second's placeholder
+        second = await slack.user_says(user="U0TWO", text="Second: " + QUESTION, channel="D0FIFO2")
+        await slack.wait_for(lambda: bot.answerer.finished >= 1, timeout=10)
+        assert first_post(slack, second.ts) is None, "the second's placeholder was not slow"
+        await slack.user_says(user="U0THREE", text="Third: " + QUESTION, channel="D0FIFO3")
+        await slack.wait_for(lambda: bot.answerer.finished >= 3, timeout=30)
+    assert [r.message.split(":")[0] for r in powabase.runs] == ["First", "Second", "Third"]
+    assert most_at_once(powabase.runs) == 1
+
+
+async def test_past_the_waiting_limit_a_question_is_told_at_once_that_the_bot_is_busy(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
+) -> None:
+    """One slot, one place in line: a third asker is told at once to try again in a few
+    minutes (nothing held waiting, nothing asked upstream); the other two are answered."""
+    powabase.inject_run_fault("delay", delay=1.0)
+    settings = {"POWABOT_MAX_IN_FLIGHT": 1, "POWABOT_MAX_QUEUED": 1}
+    async with running_bot(slack, powabase, tmp_path, **settings) as bot:
+        first = await slack.user_says(user="U0ONE", text=QUESTION, channel="D0BUSY1")
+        await slack.wait_for(lambda: len(powabase.runs) == 1)
+        second = await slack.user_says(user="U0TWO", text=QUESTION, channel="D0BUSY2")
+        await slack.wait_for(lambda: first_post(slack, second.ts) == IN_LINE)
+        third = await slack.user_says(user="U0THREE", text=QUESTION, channel="D0BUSY3")
+        await slack.wait_for(lambda: bot_replies(slack, "D0BUSY3", third.ts))
+        assert not powabase.runs[0].t_complete, "the first answer ended before the third asked"
+        assert len(bot.answerer.waiting) == 1
+        await slack.wait_for(lambda: bot.answerer.finished >= 3, timeout=30)
+    assert [m.text for m in bot_replies(slack, "D0BUSY3", third.ts)] == [BUSY]
+    assert "try again in a few minutes" in BUSY
+    assert len(powabase.runs) == 2
+    for channel, msg in (("D0BUSY1", first), ("D0BUSY2", second)):
+        (answer, *_trace) = bot_replies(slack, channel, msg.ts)
+        assert answer.text == expected_text(powabase.runs[0].answer)
 
 
 @pytest.mark.parametrize("value", ["", "   ", "\n"])

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from bot.service import Powabot
@@ -75,38 +76,67 @@ async def test_a_refused_powabase_key_alerts_once_turns_readiness_red_and_counts
 async def test_a_placeholder_refused_as_not_in_channel_sends_nothing_to_powabase(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """not_in_channel: no run completes for it, one log line, and the next question there is
-    not sent to Powabase at all."""
-    slack.inject("chat.postMessage", error="not_in_channel", times=2)
-    powabase.inject_run_fault("delay", delay=1.0)  # a run begun alongside cannot finish first
+    """not_in_channel: not even the first question there reaches Powabase, one log line each."""
+    # Refused after 0.1 s, as a real Slack round trip: a run begun alongside would be asked.
+    slack.inject("chat.postMessage", error="not_in_channel", times=2, delay=0.1)
     with capture_logs() as logs:
         async with running_bot(slack, powabase, tmp_path) as bot:
             await ask(slack, bot, "C0GONE", QUESTION, mention=True)
-            runs_after_first = len(powabase.runs)
             await ask(slack, bot, "C0GONE", "Which plans include SSO?", mention=True)
-            await slack.wait_for(lambda: all(r.done.is_set() for r in powabase.runs), timeout=5)
-    assert len(powabase.runs) == runs_after_first <= 1
-    assert all(r.status == "cancelled" and r.t_complete is None for r in powabase.runs)
+    assert not powabase.runs
     assert not slack.bot_messages("C0GONE")
     skipped = [e for e in logs if e["event"] == "answer_skipped_channel_unreachable"]
     assert len(skipped) == 2 and {e["error"] for e in skipped} == {"not_in_channel"}
     assert not [e for e in logs if e["event"] in ("answer_delivered", "answer_lost")]
 
 
+@pytest.mark.parametrize("upstream", ["streaming", "silent"])
+async def test_a_channel_archived_mid_answer_cancels_the_run_and_writes_nothing_more(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, upstream: str
+) -> None:
+    """is_archived on a progress edit, whether the run keeps streaming or has gone silent: the
+    Powabase run is cancelled within a second or two, no further Slack write is tried, and one
+    line says the answer was abandoned (not delivered, not lost)."""
+    if upstream == "streaming":
+        powabase.context.delta_delay = 0.05  # an answer that would stream for several seconds
+        slack.inject("chat.update", error="is_archived", times=1000)  # the placeholder lands
+    else:  # silent by the time Slack's refusal of the first edit arrives
+        powabase.inject_run_fault("stall", after_deltas=3, delay=30.0)
+        slack.inject("chat.update", error="is_archived", times=1000, delay=0.3)
+    with capture_logs() as logs:
+        async with running_bot(slack, powabase, tmp_path) as bot:
+            msg = await slack.user_says(
+                user="U0ARCH", text=QUESTION, channel="C0ARCH", channel_type="channel",
+                mention=True,
+            )  # fmt: skip
+            await slack.wait_for(lambda: bot.answerer.finished >= 1, timeout=5)
+            (run,) = powabase.runs
+            if upstream == "streaming":  # a silent server notices the hang-up only when it writes
+                await slack.wait_for(run.done.is_set, timeout=5)
+                assert run.status == "cancelled"
+    assert run.t_complete is None
+    writes = [
+        c for c in slack.calls if c.args.get("channel") == "C0ARCH" and c.method.startswith("chat.")
+    ]
+    refused = next(i for i, c in enumerate(writes) if c.error == "is_archived")
+    assert writes[refused + 1 :] == []  # nothing tried after the first refusal
+    assert writes[0].args["thread_ts"] == msg.ts
+    (abandoned,) = [e for e in logs if e["event"] == "answer_abandoned_channel_unreachable"]
+    assert abandoned["log_level"] == "warning"
+    assert not [e for e in logs if e["event"] in ("answer_delivered", "answer_lost")]
+
+
 async def test_a_refused_bot_token_on_the_placeholder_sends_nothing_to_powabase(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """invalid_auth on the placeholder: the operator alert is open, /readyz says so, and later
-    questions are not sent to Powabase while Slack refuses the token."""
-    slack.inject("chat.postMessage", error="invalid_auth", times=100)
+    """invalid_auth on the placeholder: the operator alert is open, /readyz says so, and no
+    question, not even the first, is sent to Powabase while Slack refuses the token."""
+    slack.inject("chat.postMessage", error="invalid_auth", times=100, delay=0.1)
     async with running_bot(slack, powabase, tmp_path) as bot:
-        await ask(slack, bot, "D0AUTH0", QUESTION)
-        runs_after_first = len(powabase.runs)
-        for i in (1, 2):
+        for i in (0, 1, 2):
             await ask(slack, bot, f"D0AUTH{i}", QUESTION)
         status, body = await fetch(bot, "/readyz")
-    assert len(powabase.runs) == runs_after_first
-    assert all(r.t_complete is None for r in powabase.runs)
+    assert not powabase.runs
     assert status == 503 and "operator_alert: slack invalid_auth" in json.loads(body)["reasons"]
 
 

@@ -2,8 +2,9 @@
 
 POWABOT_SHUTDOWN_GRACE bounds the whole stop (answers still running when it is nearly over get
 the restart notice before it ends; answers waiting in line get it at once); a second SIGTERM
-exits at once; a SIGTERM while start-up waits for Slack exits within 2 s; a token Slack refuses
-ends the start with one clear line and a non-zero exit code.
+or SIGINT exits at once; closing connections that hang does not stretch the stop past the grace;
+a SIGTERM while start-up waits for Slack exits within 2 s; a token Slack refuses ends the start
+with one clear line and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bot.render.answer import IN_LINE, notice
+from bot.service import Powabot
 from bot.state import ErrorKind
+from bot.store.sqlite import SqliteStore
 from sandbox.powabase import PowabaseStandin
 from sandbox.slack import SlackStandin
-from tests.conftest import REPO, SCRUBBED_PREFIXES
-from tests.e2e.answers import bot_replies, expected_text
+from tests.conftest import REPO, SCRUBBED_PREFIXES, bot_settings
+from tests.e2e.answers import ask, bot_replies, expected_text
 
 RESTARTING = notice(ErrorKind.SHUTDOWN, partial=False)
 QUESTION = "What is the refund window for Pro annual?"
@@ -142,21 +146,57 @@ async def test_the_grace_bounds_shutdown_and_every_unfinished_answer_is_told(
     assert len(powabase.runs) == 2  # the queued question never reached Powabase
 
 
-async def test_a_second_sigterm_exits_at_once(
-    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_second_signal_exits_at_once(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """While the first SIGTERM drains a stuck answer, a second one ends the process now."""
+    """While the first SIGTERM (or Ctrl-C's SIGINT) drains a stuck answer, a second one ends
+    the process now."""
     powabase.inject_run_fault("delay", delay=120.0)
     async with powabot_run(slack, powabase, tmp_path, POWABOT_SHUTDOWN_GRACE="60") as bot:
         await slack.wait_connected(timeout=20)
         await slack.user_says(user="U0STUCK", text=QUESTION, channel="D0STUCK")
         await slack.wait_for(lambda: bool(powabase.runs), timeout=10)
-        bot.signal(signal.SIGTERM)
+        bot.signal(sig)
         await slack.wait_for(lambda: slack.hub.num_connections == 0, timeout=5)  # draining
-        sent = bot.signal(signal.SIGTERM)
+        sent = bot.signal(sig)
         code = await bot.exited_by(sent + 1.0)
-    assert code != 0
-    assert "exiting now" in bot.stderr
+    assert code == 128 + sig.value
+    assert f"second {sig.name} during shutdown: exiting now" in bot.stderr
+
+
+class StoreThatNeverCloses(SqliteStore):
+    """A store whose close() never returns (a wedged database connection pool)."""
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.Event().wait()
+
+
+async def test_a_close_that_hangs_does_not_stretch_the_stop_past_the_grace(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
+) -> None:
+    """The store's close() never returns: stop() still ends within POWABOT_SHUTDOWN_GRACE,
+    closes everything else, and names what it abandoned."""
+    grace = 2.0
+    store = StoreThatNeverCloses(f"sqlite:///{tmp_path / 'sessions.db'}")
+    settings = bot_settings(slack, powabase, tmp_path, POWABOT_SHUTDOWN_GRACE=grace)
+    bot = Powabot(settings, store=store)
+    with capture_logs() as logs:
+        await bot.start()
+        try:
+            await slack.wait_connected()
+            await ask(slack, bot, "D0CLOSE", QUESTION)  # every connection in use
+        finally:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await asyncio.wait_for(bot.stop(), grace + 5)
+            took = loop.time() - began
+    assert took < grace + 0.3
+    (abandoned,) = [e for e in logs if e["event"] == "close_abandoned"]
+    assert abandoned["what"] == ["store"]
+    assert bot.slack.session is not None and bot.slack.session.closed
+    assert bot.http.is_closed
 
 
 async def test_a_sigterm_while_start_up_waits_for_slack_exits_within_two_seconds(

@@ -1,13 +1,16 @@
 """Slack failure modes, one test per fault, over real sockets against the Slack stand-in.
 
-Transient faults (a proxy's plain-text or HTML 5xx, 429 with an HTTP-date `Retry-After`,
-`ratelimited` as HTTP 200, a connection reset) must cost the user nothing: the final text
-arrives. Refusals that change what to do (`msg_too_long`, a gone channel, a bad token) must end
-the way the issue asks: post instead of edit, fail fast, alert the operator without a retry storm.
+Transient faults (a proxy's plain-text or HTML 5xx, a text/plain HTTP 200, 429 with an
+HTTP-date `Retry-After`, `ratelimited` as HTTP 200, a connection reset) must cost the user
+nothing: the final text arrives. They are injected on the final edit, the one write that must
+happen (a fault on a progress edit would be papered over by the next one). Refusals that change
+what to do (edits refused, a gone channel, a bad token) must end the way the issue asks: post
+instead of edit and leave no stale copy, fail fast, alert the operator without a retry storm.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from structlog.testing import capture_logs
 
 from bot.errors import SLACK_AUTH_FAILED, SLACK_CHANNEL_GONE, SlackDeliveryError
+from bot.render.answer import ANSWER_BELOW
 from bot.slack.native import NativeAnswerStream
 from bot.slack.publisher import AnswerStream, Publisher
 from bot.state import AnswerState, Phase
@@ -42,31 +46,78 @@ async def open_stream(slack: SlackStandin, publisher: Publisher, channel: str) -
     return stream
 
 
+async def finish_with_faults_on_the_final_edit(
+    slack: SlackStandin, publisher: Publisher, channel: str, **fault: Any
+) -> tuple[AnswerStream, str]:
+    """Post the placeholder, then inject `fault` into chat.update and finish: only the final
+    edit (the one that must happen) meets the fault. Returns the stream and placeholder ts."""
+    stream = await open_stream(slack, publisher, channel)
+    state = AnswerState(question="How do refunds work?")
+    placeholder = await stream.start(state)
+    slack.inject("chat.update", **fault)
+    state.text, state.phase = ANSWER, Phase.DONE
+    await stream.finish()
+    return stream, placeholder
+
+
 @pytest.mark.parametrize("fault", ["plain_5xx", "html_5xx"])
-async def test_a_proxy_error_page_on_chat_update_is_retried_and_the_answer_arrives(
-    slack: SlackStandin, powabase: Any, tmp_path: Path, fault: Any
+async def test_a_proxy_error_page_on_the_final_edit_is_retried_and_the_answer_arrives(
+    slack: SlackStandin, fault: Any
 ) -> None:
     """Envoy's plain-text 503 or a load balancer's HTML 502 (no Slack JSON) is transient."""
-    slack.inject("chat.update", fault=fault, times=2)
-    async with running_bot(slack, powabase, tmp_path) as bot:
-        msg = await ask(slack, bot, "D0PROXY", "What is the refund window for Pro annual?")
-    (answer, *_trace) = bot_replies(slack, "D0PROXY", msg.ts)
-    assert answer.text == expected_text(powabase.runs[-1].answer)
+    stream, placeholder = await finish_with_faults_on_the_final_edit(
+        slack, publisher_for(slack), "D0PROXY", fault=fault, times=2
+    )
+    (answer,) = bot_replies(slack, "D0PROXY", stream.thread_ts)
+    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
     assert len(injected(slack, "chat.update")) == 2
 
 
-async def test_a_429_with_an_http_date_retry_after_is_waited_out(
-    slack: SlackStandin, powabase: Any, tmp_path: Path
-) -> None:
-    """`Retry-After` as an HTTP date is honoured: edits pause until then, the answer arrives."""
-    slack.inject("chat.update", fault="retry_after_date", retry_after=1.0)
-    async with running_bot(slack, powabase, tmp_path) as bot:
-        msg = await ask(slack, bot, "D0DATE", "How do I create an API key?")
-    (answer, *_trace) = bot_replies(slack, "D0DATE", msg.ts)
-    assert answer.text == expected_text(powabase.runs[-1].answer)
-    (limited,) = injected(slack, "chat.update")
-    later = [c.t for c in slack.calls_to("chat.update") if c.t > limited.t]
-    assert later and min(later) - limited.t >= 0.8  # waited (about) the second asked for
+async def test_a_text_plain_http_200_on_the_final_edit_is_retried(slack: SlackStandin) -> None:
+    """An HTTP 200 whose body is a proxy's text/plain page (slack_sdk's own check trips over
+    it) is transient, not a final failure: the answer arrives."""
+    stream, placeholder = await finish_with_faults_on_the_final_edit(
+        slack, publisher_for(slack), "D0PLAIN", fault="plain_200", times=2
+    )
+    (answer,) = bot_replies(slack, "D0PLAIN", stream.thread_ts)
+    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
+    assert [c.status for c in slack.calls_to("chat.update")] == [200, 200, 200]
+    assert len(injected(slack, "chat.update")) == 2
+
+
+class FakeClock:
+    """Time that moves only when something sleeps; `at` notes it for every Slack call."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.at: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+async def test_a_429_with_an_http_date_retry_after_is_waited_out(slack: SlackStandin) -> None:
+    """`Retry-After` as an HTTP date 5 s ahead holds the final edit for those 5 s (on a fake
+    clock; an unread date would wait the 1 s default), then the answer arrives."""
+    clock = FakeClock()
+    slack.on_call.append(lambda call: clock.at.append(clock.now))
+    publisher = publisher_for(slack, clock=clock, sleep=clock.sleep)
+    with capture_logs() as logs:
+        stream, placeholder = await finish_with_faults_on_the_final_edit(
+            slack, publisher, "D0DATE", fault="retry_after_date", retry_after=5.0
+        )
+    (answer,) = bot_replies(slack, "D0DATE", stream.thread_ts)
+    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
+    limited, landed = slack.calls_to("chat.update")
+    assert (limited.status, landed.status) == (429, 200)
+    waited = clock.at[slack.calls.index(landed)] - clock.at[slack.calls.index(limited)]
+    assert waited >= 4.5
+    (noted,) = [e for e in logs if e["event"] == "slack_ratelimited"]
+    assert 4.5 <= noted["retry_after"] <= 6.0
 
 
 async def test_ratelimited_as_http_200_pauses_edits_like_a_429(
@@ -84,33 +135,112 @@ async def test_ratelimited_as_http_200_pauses_edits_like_a_429(
     assert later and min(later) - limited.t >= 0.8
 
 
-async def test_a_connection_reset_mid_call_is_retried(
-    slack: SlackStandin, powabase: Any, tmp_path: Path
-) -> None:
-    """The connection closed without an answer (twice: slack_sdk retries once itself)."""
-    slack.inject("chat.update", fault="reset", times=2)
-    async with running_bot(slack, powabase, tmp_path) as bot:
-        msg = await ask(slack, bot, "D0RESET", "How do I rotate an API key?")
-    (answer, *_trace) = bot_replies(slack, "D0RESET", msg.ts)
-    assert answer.text == expected_text(powabase.runs[-1].answer)
+async def test_a_connection_reset_on_the_final_edit_is_retried(slack: SlackStandin) -> None:
+    """The connection closed without an answer (twice: slack_sdk retries once itself): the
+    final edit is tried again and lands."""
+    stream, placeholder = await finish_with_faults_on_the_final_edit(
+        slack, publisher_for(slack), "D0RESET", fault="reset", times=2
+    )
+    (answer,) = bot_replies(slack, "D0RESET", stream.thread_ts)
+    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
     assert [c.error for c in injected(slack, "chat.update")] == ["connection_reset"] * 2
 
 
-async def test_a_final_edit_refused_as_too_long_is_posted_as_a_new_message(
+async def test_a_final_edit_refused_as_too_long_is_posted_and_the_placeholder_removed(
     slack: SlackStandin,
 ) -> None:
-    """`msg_too_long` on the final chat.update: the answer is posted below, not lost."""
-    publisher = publisher_for(slack)
-    stream = await open_stream(slack, publisher, "D0LONG")
-    state = AnswerState(question="How do refunds work?")
-    placeholder = await stream.start(state)
-    slack.inject("chat.update", error="msg_too_long")
-    state.text, state.phase = ANSWER, Phase.DONE
-    await stream.finish()
-    replies = bot_replies(slack, "D0LONG", stream.thread_ts)
-    assert replies[-1].text == expected_text(ANSWER)
-    assert replies[-1].ts != placeholder
+    """`msg_too_long` on the final chat.update: the answer is posted below, and the
+    placeholder above it is deleted (it must not hang there saying "Looking into it…")."""
+    stream, placeholder = await finish_with_faults_on_the_final_edit(
+        slack, publisher_for(slack), "D0LONG", error="msg_too_long"
+    )
+    (answer,) = bot_replies(slack, "D0LONG", stream.thread_ts)
+    assert answer.text == expected_text(ANSWER) and answer.ts != placeholder
     assert [c.error for c in slack.calls_to("chat.update")] == ["msg_too_long"]
+    assert [c.args["ts"] for c in slack.calls_to("chat.delete")] == [placeholder]
+
+
+async def test_a_too_long_message_that_cannot_be_deleted_is_shortened_to_a_pointer(
+    slack: SlackStandin,
+) -> None:
+    """When the refused message cannot be deleted either, it is edited down to a short
+    "(answer below)" line, so no stale placeholder or half answer stays above the answer."""
+    slack.inject("chat.delete", error="cant_delete_message")
+    stream, placeholder = await finish_with_faults_on_the_final_edit(
+        slack, publisher_for(slack), "D0KEEP", error="msg_too_long"
+    )
+    pointer, answer = bot_replies(slack, "D0KEEP", stream.thread_ts)
+    assert (pointer.ts, pointer.text) == (placeholder, ANSWER_BELOW)
+    assert answer.text == expected_text(ANSWER)
+
+
+@pytest.mark.parametrize("error", ["edit_window_closed", "cant_update_message", "msg_too_long"])
+async def test_edits_refused_for_good_leave_one_answer_and_no_stale_copies(
+    slack: SlackStandin, powabase: Any, tmp_path: Path, error: str
+) -> None:
+    """Every chat.update refused mid-answer: progress stops after the first refusal, the final
+    answer is posted once, the placeholder is deleted; the user sees the answer and the trace."""
+    powabase.context.delta_delay = 0.01  # many progress renders while the answer streams
+    slack.inject("chat.update", error=error, times=1000)
+    async with running_bot(slack, powabase, tmp_path) as bot:
+        msg = await ask(slack, bot, "D0NOEDIT", "What is the refund window for Pro annual?")
+    replies = bot_replies(slack, "D0NOEDIT", msg.ts)
+    (answer, trace) = replies
+    assert answer.text == expected_text(powabase.runs[-1].answer)
+    assert trace.blocks or trace.attachments
+    assert len(slack.calls_to("chat.update")) == 1  # the first refusal ends all editing
+    assert len(slack.calls_to("chat.postMessage")) == 3  # placeholder, answer, trace
+    assert len(slack.calls_to("chat.delete")) == 1
+
+
+async def test_a_channel_gone_mid_answer_stops_writes_and_fails_the_finish_at_once(
+    slack: SlackStandin,
+) -> None:
+    """`channel_not_found` on a progress edit: `channel_gone` turns True, no further write is
+    tried, and finish() raises it without a retry."""
+    publisher = publisher_for(slack)
+    stream = await open_stream(slack, publisher, "C0ARCHIVED")
+    state = AnswerState(question="How do refunds work?")
+    await stream.start(state)
+    slack.inject("chat.update", error="channel_not_found", times=100)
+    slack.inject("chat.postMessage", error="channel_not_found", times=100)
+    state.text, state.phase = "Refunds are ", Phase.STREAMING
+    stream.update()
+    await slack.wait_for(lambda: stream.channel_gone)
+    for words in ("Refunds are issued", "Refunds are issued within"):
+        state.text = words
+        stream.update()
+    state.text, state.phase = ANSWER, Phase.DONE
+    with pytest.raises(SlackDeliveryError) as raised:
+        await stream.finish()
+    assert raised.value.channel_gone and raised.value.error == "channel_not_found"
+    assert len(slack.calls_to("chat.update")) == 1
+    assert len(slack.calls_to("chat.postMessage")) == 1  # the placeholder only
+
+
+async def test_a_channel_gone_mid_native_stream_is_exposed_and_fails_the_finish(
+    slack: SlackStandin,
+) -> None:
+    """`not_in_channel` on an append: the native stream says `channel_gone`, tries nothing
+    else, and finish() raises it."""
+    publisher = publisher_for(slack, native_streaming=True)
+    asked = await slack.user_says(user=ALICE, text="Refunds?", channel="D0KICKED")
+    stream = publisher.open(
+        slack.workspace.team_id, "D0KICKED", asked.ts, user_id=ALICE, channel_type="im"
+    )
+    assert isinstance(stream, NativeAnswerStream)
+    state = AnswerState(question="Refunds?", phase=Phase.WORKING)
+    await stream.start(state)
+    slack.inject("chat.appendStream", error="not_in_channel", times=100)
+    state.text, state.phase = "Refunds are issued ", Phase.STREAMING
+    stream.update()
+    await slack.wait_for(lambda: stream.channel_gone)
+    state.text, state.phase = ANSWER, Phase.DONE
+    with pytest.raises(SlackDeliveryError) as raised:
+        await stream.finish()
+    assert raised.value.channel_gone
+    assert len(slack.calls_to("chat.appendStream")) == 1
+    assert slack.calls_to("chat.stopStream") == [] and slack.calls_to("chat.update") == []
 
 
 @pytest.mark.parametrize("error", sorted(SLACK_CHANNEL_GONE))
@@ -235,3 +365,24 @@ async def test_a_token_revoked_mid_native_stream_tries_no_classic_fallback(
     assert [a.reason for a in publisher.alerts.active] == ["token_revoked"]
     assert slack.calls_to("chat.update") == [] and slack.calls_to("chat.postMessage") == []
     assert len(slack.calls_to("chat.appendStream")) == 1
+
+
+async def test_a_placeholder_whose_answer_was_lost_on_the_way_back_is_not_posted_twice(
+    slack: SlackStandin,
+) -> None:
+    """The placeholder post lands but its answer is lost (connection reset after Slack applied
+    it): the thread is searched by the post's metadata (a failed search is retried) before
+    posting again, so the user ends with exactly one answer message, the final one."""
+    slack.inject("chat.postMessage", fault="reset_after_apply")
+    slack.inject("conversations.replies", fault="plain_5xx")
+    publisher = publisher_for(slack)
+    stream = await open_stream(slack, publisher, "D0LOSTREPLY")
+    state = AnswerState(question="How do refunds work?")
+    placeholder = await stream.start(state)
+    state.text, state.phase = ANSWER, Phase.DONE
+    await stream.finish()
+    (answer,) = bot_replies(slack, "D0LOSTREPLY", stream.thread_ts)
+    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
+    assert answer.extra["metadata"]["event_payload"]["answer_id"] == stream.answer_id
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert [c.status for c in slack.calls_to("conversations.replies")] == [503, 200]

@@ -44,7 +44,9 @@ def test_checked_in_spec_describes_the_support_team() -> None:
     assert [e.agent for e in spec.orchestration.entities] == [a.name for a in spec.agents]
     assert spec.orchestration.strategy == "supervisor"
     assert spec.orchestration.orchestrator_config["additional_instructions"]
-    assert spec.resolve(spec.knowledge_bases[0].source_folder) == REPO_ROOT / "seed-content/billing"
+    billing = spec.resolve(spec.knowledge_bases[0].source_folder)  # next to the spec: packaged
+    assert billing == DEFAULT_SPEC.parent / "seed-content/billing"
+    assert billing.resolve() == REPO_ROOT / "seed-content/billing"  # the checkout's one copy
     assert spec.path == DEFAULT_SPEC
 
 

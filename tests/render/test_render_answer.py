@@ -169,6 +169,7 @@ NOTICE_START = {
     ErrorKind.INTERRUPTED: ":warning: The answer was cut off before it finished.",
     ErrorKind.TIMEOUT: ":warning: The support system took too long to answer.",
     ErrorKind.SHUTDOWN: ":warning: I'm restarting and couldn't finish this answer.",
+    ErrorKind.BUSY: ":warning: I'm very busy right now and can't take this question.",
     ErrorKind.NO_QUESTION: ":warning: I can only read text for now, and this message had none.",
     ErrorKind.INTERNAL: ":warning: Something went wrong on my side.",
 }

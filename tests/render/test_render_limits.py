@@ -48,7 +48,7 @@ def test_a_huge_answer_is_capped_with_a_note_saying_what_to_do() -> None:
     assert all(len(m.text) <= SLACK_LIMIT for m in messages)
     assert all(TRUNCATED not in m.text for m in messages[:-1])
     assert messages[-1].text.endswith(TRUNCATED)
-    assert "Ask me about one part at a time" in TRUNCATED
+    assert "truncated" in TRUNCATED and "the full answer is in the file attached" in TRUNCATED
     shown = shown_text([m.text for m in messages])
     assert len(shown) > 10_000 and text.startswith(shown)
     assert text[len(shown) : len(shown) + 2] == "\n\n"  # cut at a paragraph, nothing half-shown

@@ -106,6 +106,8 @@ HOSTILE_STREAM = (
     "<https://evil.example/steal|billing.powabase.ai> and <https://evil.example|see x.com> "
     "and [billing.powabase.ai](<https://evil.example/a b>) and [x](javascript:alert(1)) "
     "and <javascript:alert(1)> and [billing.powabase.ai]( https://evil.example) done.\n\n"
+    "[billing.powabase.ai](<https://billing.powabase.ai .evil.example>) and "
+    "[billing.powabase.ai](<https://billing.powabase.ai/a b>) here.\n\n"
     "[ref]: https://evil.example\n\n"
     "[a [nested] billing.powabase.ai](https://evil.example) and [reset](https://powabase.ai/r).\n"
 )

@@ -167,6 +167,96 @@ async def test_reset_fault_closes_the_connection_without_an_answer(standin: Slac
     assert standin.bot_messages("C1") == []
 
 
+async def test_plain_200_answers_text_that_slack_sdk_cannot_validate(
+    standin: SlackStandin,
+) -> None:
+    """plain_200 is HTTP 200 with a text/plain body: slack_sdk's own check trips over it."""
+    standin.inject("chat.update", fault="plain_200")
+    with pytest.raises(AttributeError):
+        await _client(standin).chat_update(channel="C1", ts="1.0", text="hi")
+    assert [(c.status, c.error) for c in standin.calls] == [(200, "non_json_200")]
+
+
+async def test_reset_after_apply_takes_effect_then_closes_the_connection(
+    standin: SlackStandin,
+) -> None:
+    """reset_after_apply posts the message, then drops the answer (twice: slack_sdk retries
+    a reset once itself, and the retry takes effect too)."""
+    standin.inject("chat.postMessage", fault="reset_after_apply", times=2)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await _client(standin).chat_postMessage(channel="C1", text="hi")
+    assert [c.error for c in standin.calls] == ["connection_reset"] * 2
+    assert [m.text for m in standin.bot_messages("C1")] == ["hi", "hi"]
+
+
+async def test_external_upload_flow_shares_the_file_in_the_thread(standin: SlackStandin) -> None:
+    """files.getUploadURLExternal → POST the bytes → files.completeUploadExternal: the file
+    is stored and shows in the thread as a bot message carrying it (slack_sdk's own v2 flow)."""
+    client = _client(standin)
+    parent = await client.chat_postMessage(channel="C1", text="question")
+    content = "# Full answer\n\nÄrger über Rückerstattungen…\n"
+    done = await client.files_upload_v2(
+        channel="C1",
+        thread_ts=parent["ts"],
+        content=content,
+        filename="answer.md",
+        title="Full answer",
+    )
+    file_id = done["file"]["id"]
+    stored = standin.files[file_id]
+    assert (stored.text, stored.title) == (content, "Full answer")
+    assert stored.length == len(content.encode())
+    (shared,) = [m for m in standin.thread("C1", parent["ts"]) if m.files]
+    assert shared.is_bot and shared.thread_ts == parent["ts"]
+    assert [f["id"] for f in shared.files or []] == [file_id]
+
+
+async def test_external_upload_enforces_its_arguments_and_order(standin: SlackStandin) -> None:
+    """No filename or length: invalid_arguments; completing before the bytes arrived, or an
+    unknown id: file_not_found; an unknown upload URL: 404."""
+    client = _client(standin)
+    with pytest.raises(SlackApiError) as missing:
+        await client.api_call("files.getUploadURLExternal", json={"filename": "a.md"})
+    assert missing.value.response["error"] == "invalid_arguments"
+    got = await client.api_call(
+        "files.getUploadURLExternal", json={"filename": "a.md", "length": 3}
+    )
+    with pytest.raises(SlackApiError) as early:
+        await client.api_call(
+            "files.completeUploadExternal",
+            json={"files": [{"id": got["file_id"]}], "channel_id": "C1"},
+        )
+    assert early.value.response["error"] == "file_not_found"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(got["upload_url"] + "x", data=b"abc") as unknown:
+            assert unknown.status == 404
+        async with session.post(got["upload_url"], data=b"abc") as uploaded:
+            assert (uploaded.status, await uploaded.text()) == (200, "OK - 3")
+    assert standin.files[got["file_id"]].content == b"abc"
+
+
+async def test_message_metadata_is_checked_and_shown_only_when_asked_for(
+    standin: SlackStandin,
+) -> None:
+    """chat.postMessage keeps `metadata` ({event_type, event_payload}, else
+    invalid_metadata_format); conversations.replies shows it with include_all_metadata only."""
+    client = _client(standin)
+    parent = await client.chat_postMessage(channel="C1", text="question")
+    metadata = {"event_type": "powabot_answer", "event_payload": {"answer_id": "a1"}}
+    await client.chat_postMessage(
+        channel="C1", thread_ts=parent["ts"], text="answer", metadata=metadata
+    )
+    with pytest.raises(SlackApiError) as bad:
+        await client.chat_postMessage(channel="C1", text="x", metadata={"event_type": "t"})
+    assert bad.value.response["error"] == "invalid_metadata_format"
+    plain = await client.conversations_replies(channel="C1", ts=parent["ts"])
+    assert all("metadata" not in m for m in plain["messages"])
+    full = await client.conversations_replies(
+        channel="C1", ts=parent["ts"], include_all_metadata=True
+    )
+    assert [m.get("metadata") for m in full["messages"]] == [None, metadata]
+
+
 async def test_slow_fault_answers_normally_after_the_delay(standin: SlackStandin) -> None:
     """slow delays the answer; the call itself goes through."""
     standin.inject("chat.postMessage", fault="slow", delay=0.2)

@@ -15,6 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot.store.base import StoreHealth
+from bot.store.postgres import PostgresStore
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIGRATIONS = sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
 
@@ -546,3 +549,39 @@ async def test_unique_ids_migration_keeps_rows_that_already_share_an_id(
             )
     finally:
         await conn.close()
+
+
+async def _health(dsn: str) -> StoreHealth:
+    store = PostgresStore(dsn)
+    await store.open()
+    try:
+        return await store.health()
+    finally:
+        await store.close()
+
+
+async def test_health_sees_whether_007_locks_the_session_ids(bootstrapped_db: str) -> None:
+    """A database with every column but without 007 is not "migrated"; applying 007 makes it so."""
+    conn = await _connect(bootstrapped_db)
+    try:
+        for path in MIGRATIONS:
+            if path.name < "007":
+                await conn.execute(path.read_text())
+        before = await _health(bootstrapped_db)
+        await conn.execute((SQL_DIR / "007_agent_session_ids.sql").read_text())
+        after = await _health(bootstrapped_db)
+    finally:
+        await conn.close()
+    assert (before.reachable, before.migrated) == (True, False)
+    assert "007" in before.detail and "chat_sessions_agent_session_id_key" in before.detail
+    assert (after.reachable, after.migrated) == (True, True)
+
+
+async def test_health_sees_web_users_allowed_to_change_session_ids(
+    admin: asyncpg.Connection, migrated_db: str
+) -> None:
+    """A migrated database where `authenticated` regained UPDATE on agent_session_id fails."""
+    await admin.execute("grant update on public.chat_sessions to authenticated")
+    health = await _health(migrated_db)
+    assert health.migrated is False
+    assert "007" in health.detail and "authenticated" in health.detail

@@ -77,3 +77,22 @@ async def test_thread_locks_serialise_one_key_and_are_dropped_when_unused() -> N
     await asyncio.gather(a, b)
     assert events[3:] == ["a out", "b in", "b out"]
     assert len(locks) == 0 and not locks.busy("t1")
+
+
+async def test_a_place_in_line_is_taken_at_once_and_keeps_its_turn() -> None:
+    """`join()` queues without awaiting: a slot freed before the joiner runs again goes to it,
+    not to a later `try_enter`; `release()` gives back a place or a slot alike."""
+    gate = Admission(1)
+    assert gate.try_enter()
+    place = gate.join()
+    assert not place.done() and gate.queued == 1
+    gate.leave()  # the slot goes to the place in line...
+    assert place.done() and not gate.try_enter()  # ...not to a later arrival
+    gate.release(place)
+    assert gate.active == 0
+    assert gate.try_enter()
+    waiting = gate.join()
+    gate.release(waiting)  # given up while waiting: nothing leaks
+    assert gate.queued == 0 and gate.active == 1
+    gate.leave()
+    assert gate.active == 0 and gate.available

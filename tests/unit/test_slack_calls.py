@@ -1,17 +1,23 @@
-"""The one rule that classes every failed Slack call (bot/slack/calls.py), tested as data."""
+"""The one rule that classes every failed Slack call (bot/slack/calls.py), tested as data, and
+the retry rule it feeds (one call through the Slack stand-in, on a fake clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email.utils import formatdate
 from typing import Any
 
 import aiohttp
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.retry import MAX_RETRY_AFTER
-from bot.slack.calls import RateLimited, Transient, classify, translate
+from bot.slack.budget import TokenBucket
+from bot.slack.calls import RateLimited, SlackCaller, Transient, classify, translate
+from sandbox.slack import SlackStandin
 
 ENVOY = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
@@ -83,9 +89,63 @@ def test_slack_refusals_are_delivery_errors_named_by_class(
     assert (failure.error, failure.channel_gone, failure.auth_failed) == (error, gone, auth)
 
 
-def test_connection_failures_are_transient_and_anything_else_is_named_unexpected() -> None:
-    """A reset or timeout is retried; a foreign exception nobody expected is final, by type."""
+def test_connection_failures_and_anything_unexpected_are_transient() -> None:
+    """A reset, a timeout, or a foreign exception nobody expected (slack_sdk tripping over a
+    text/plain HTTP 200) is retried, bounded by max_attempts; the unexpected one named by type."""
     assert isinstance(translate("chat.update", aiohttp.ServerDisconnectedError()), Transient)
     assert isinstance(translate("chat.update", TimeoutError()), Transient)
-    odd = translate("chat.update", KeyError("ts"))
-    assert isinstance(odd, SlackDeliveryError) and odd.error == "unexpected: KeyError"
+    odd = translate("chat.update", AttributeError("'str' object has no attribute 'get'"))
+    assert isinstance(odd, Transient) and str(odd) == "unexpected: AttributeError"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(503, {"ok": False, "error": "service_unavailable"}), (503, ENVOY), (502, {})],
+)
+def test_a_5xx_with_retry_after_carries_the_wait_clamped(status: int, body: Any) -> None:
+    """A 5xx saying when to come back is transient with that wait (seconds or date, clamped)."""
+    told = classify("chat.update", status, body, "7")
+    assert isinstance(told, Transient) and told.retry_after == 7.0
+    dated = classify("chat.update", status, body, formatdate(time.time() + 3600, usegmt=True))
+    assert isinstance(dated, Transient) and dated.retry_after == MAX_RETRY_AFTER
+    plain = classify("chat.update", status, body, None)
+    assert isinstance(plain, Transient) and plain.retry_after is None
+
+
+def test_a_retry_after_on_a_refusal_that_is_not_a_5xx_is_no_wait() -> None:
+    """`Retry-After` only means "come back then" on a 429 or a 5xx."""
+    refused = classify("chat.update", 200, {"ok": False, "error": "internal_error"}, "7")
+    assert isinstance(refused, Transient) and refused.retry_after is None
+
+
+class FakeClock:
+    """Time that moves only when something sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+async def test_a_503_with_retry_after_is_retried_after_that_not_after_backoff(
+    slack: SlackStandin,
+) -> None:
+    """A final write answered 503 + `Retry-After: 7` waits 7 s (fake clock), then lands."""
+    clock = FakeClock()
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    caller = SlackCaller(client, alerts=OperatorAlerts(clock), clock=clock, sleep=clock.sleep)
+    bucket = TokenBucket(100.0, 100.0, clock, clock.sleep)
+    slack.inject("chat.postMessage", status=503, headers={"Retry-After": "7"})
+    began = clock.now
+    await caller.call_reliably("chat.postMessage", bucket, channel="D0WAIT", text="answer")
+    first, second = slack.calls_to("chat.postMessage")
+    assert (first.status, second.status) == (503, 200)
+    assert clock.now - began >= 7.0  # backoff alone would have waited at most 0.75 s
+    assert [m.text for m in slack.bot_messages("D0WAIT")] == ["answer"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from bot.powabase.events import parse_event
+from bot.powabase.events import ContentDeltaEvent, parse_event
 from bot.state import (
     FIELD_CHARS,
     MAX_DELEGATIONS,
+    MAX_TEXT_CHARS,
     MAX_TOOL_STEPS,
     ActivityKind,
     AnswerState,
@@ -167,3 +169,38 @@ def test_an_unknown_orchestration_error_event_is_misconfiguration() -> None:
     state = AnswerState()
     feed(state, [{"event": "error", "error": "Orchestration not found", "code": "not_found"}])
     assert state.error is not None and state.error.kind is ErrorKind.MISCONFIGURED
+
+
+def test_an_endless_answer_is_kept_up_to_the_cap_and_marked() -> None:
+    """A stream sending far more text than any reply can hold keeps MAX_TEXT_CHARS and says so;
+    a final `complete` just as long is cut the same way."""
+    state = AnswerState()
+    feed(state, [RUN[0]])
+    piece = ContentDeltaEvent(event="content_delta", delta="Refunds take 30 days. ")
+    for _ in range(MAX_TEXT_CHARS // len(piece.delta) + 1000):
+        state.apply(piece, 1.0)
+    assert len(state.text) == MAX_TEXT_CHARS and state.text_capped
+    assert state.text.startswith("Refunds take 30 days. Refunds")
+    assert state.phase is Phase.STREAMING
+    short = AnswerState()
+    feed(short, [RUN[0], {"event": "content_delta", "delta": "Short."}])
+    assert short.text == "Short." and not short.text_capped
+    final = AnswerState()
+    feed(final, [RUN[0], {"event": "complete", "status": "completed", "content": "y" * 300_000}])
+    assert len(final.text) == MAX_TEXT_CHARS and final.text_capped
+
+
+def test_collecting_answer_text_takes_linear_time() -> None:
+    """200,000 one-character deltas, read now and then as the renderer does, are collected in
+    well under the seconds that copying the text on every delta (quadratic) takes."""
+    state = AnswerState()
+    feed(state, [RUN[0]])
+    piece = ContentDeltaEvent(event="content_delta", delta="x")
+    started = time.perf_counter()
+    for n in range(MAX_TEXT_CHARS):
+        state.apply(piece, 1.0)
+        if n % 2000 == 0:
+            assert len(state.text) == n + 1
+    elapsed = time.perf_counter() - started
+    assert len(state.text) == MAX_TEXT_CHARS and not state.text_capped
+    assert elapsed < 3.0, f"{elapsed:.1f}s for {MAX_TEXT_CHARS} deltas"

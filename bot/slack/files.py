@@ -1,0 +1,106 @@
+"""Files in a thread: the full text of an answer too long for its messages.
+
+An answer past ``bot.render.answer.MAX_ANSWER_MESSAGES`` messages ends with the ``TRUNCATED``
+note, which says the full answer is attached below; `attach_full_answer` attaches it, with
+Slack's current upload flow (``files.upload`` is retired):
+
+1. ``files.getUploadURLExternal(filename, length)`` → ``upload_url``, ``file_id``;
+2. POST the bytes to ``upload_url``;
+3. ``files.completeUploadExternal(files=[{id, title}], channel_id, thread_ts)`` shares it in
+   the thread.
+
+Each step is retried like any write that must happen (`SlackCaller.reliably`). When the file
+cannot be attached, the note must not stand uncorrected: ``FULL_ANSWER_MISSING`` is posted
+below it instead. Needs the bot scope ``files:write``.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from bot.errors import SlackDeliveryError
+from bot.render.answer import FULL_ANSWER_MISSING
+from bot.render.message import SlackMessage
+from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.calls import SlackCaller, payload_args
+
+log = structlog.get_logger(__name__)
+
+FILENAME = "answer.md"
+FILES_PER_SECOND = 90 / 60  # both files.*External methods are Tier 4, per workspace
+FILES_BURST = 10.0
+
+
+def files_bucket(budgets: Budgets, team_id: str) -> TokenBucket:
+    """The workspace's budget for files.getUploadURLExternal / completeUploadExternal."""
+    return budgets.bucket(f"files:{team_id}", FILES_PER_SECOND, FILES_BURST)
+
+
+async def share_file(
+    caller: SlackCaller,
+    bucket: TokenBucket,
+    *,
+    channel: str,
+    thread_ts: str,
+    content: bytes,
+    filename: str,
+    title: str,
+) -> str:
+    """Upload `content` and share it in the thread; the file id. Raises SlackDeliveryError."""
+    got = await caller.call_reliably(
+        "files.getUploadURLExternal", bucket, filename=filename, length=len(content)
+    )
+    url, file_id = got.get("upload_url"), got.get("file_id")
+    if not isinstance(url, str) or not isinstance(file_id, str) or not url or not file_id:
+        raise SlackDeliveryError("files.getUploadURLExternal", "no upload_url or file_id")
+    await caller.reliably("files.upload", bucket, lambda: caller.upload(url, content))
+    await caller.call_reliably(
+        "files.completeUploadExternal",
+        bucket,
+        files=[{"id": file_id, "title": title}],
+        channel_id=channel,
+        thread_ts=thread_ts,
+    )
+    return file_id
+
+
+async def attach_full_answer(
+    caller: SlackCaller,
+    budgets: Budgets,
+    *,
+    team_id: str,
+    channel: str,
+    thread_ts: str,
+    markdown: str,
+    title: str,
+) -> int:
+    """Attach `markdown` as a file in the thread, or post ``FULL_ANSWER_MISSING`` when that
+    fails (logged either way; a failure of that post too is only logged). Never raises
+    SlackDeliveryError. Returns the number of Slack calls that succeeded."""
+    try:
+        file_id = await share_file(
+            caller,
+            files_bucket(budgets, team_id),
+            channel=channel,
+            thread_ts=thread_ts,
+            content=markdown.encode("utf-8"),
+            filename=FILENAME,
+            title=title,
+        )
+    except SlackDeliveryError as exc:
+        log.warning("full_answer_not_attached", method=exc.method, error=exc.error)
+    else:
+        log.info("full_answer_attached", file_id=file_id, chars=len(markdown))
+        return 3
+    try:
+        await caller.call_reliably(
+            "chat.postMessage",
+            budgets.posts(channel),
+            channel=channel,
+            thread_ts=thread_ts,
+            **payload_args(SlackMessage(FULL_ANSWER_MISSING)),
+        )
+    except SlackDeliveryError as exc:
+        log.warning("full_answer_missing_note_failed", method=exc.method, error=exc.error)
+        return 0
+    return 1

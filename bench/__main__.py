@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"running phases {', '.join(cfg.phases)}; logs in {workdir}", file=sys.stderr)
     report = asyncio.run(run_bench(cfg, workdir))
     print(header(cfg, report.results, report.wall_s))
+    if report.replicas is not None:
+        print(f"  replicas (x{report.replicas.scale:g}): {report.replicas.description}")
+        print(f"    logs: {workdir}/replica*-bot.log")
+        for note in report.replicas.notes:
+            print(f"    note: {note}")
     print()
     print(table(report.figures))
     if args.json:

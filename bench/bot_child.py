@@ -42,8 +42,10 @@ def memory_kb() -> dict[str, int]:
 
 
 def _stats(bot: Powabot, ticker: LagTicker) -> dict[str, Any]:
+    timings = getattr(bot.publisher.budgets, "timings", None)  # the shared budget's round trips
     return {
         "finished": bot.answerer.finished,
+        "budget_db_s": list(timings) if timings is not None else [],
         "in_flight": len(bot.answerer.in_flight),
         "tasks": len(asyncio.all_tasks()),
         "lag": summary(ticker.samples),

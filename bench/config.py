@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bench.scale import TimeScale
 
-PHASES = ("latency", "load", "one-channel", "streams", "chaos")
+PHASES = ("latency", "load", "one-channel", "streams", "chaos", "replicas")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class BenchConfig:
     chaos_slack_rate: float = 0.15  # share of Slack write calls that fail at random
     chaos_powabase_rate: float = 0.2  # share of upstream runs that fail at random
     chaos_seed: int = 14
+    replicas_answers: int = 200  # questions at once to 3 bot processes on one Postgres
+    replicas_kill_answers: int = 30  # slow questions in flight when one replica is killed
+    replicas_kill_delta_delay: float = 0.3  # wall seconds between their deltas (~20 s streams)
     phases: tuple[str, ...] = PHASES
     lag_interval: float = 0.02  # the bot's lag ticker period
     slow_callback: float = 0.0  # diagnosis: > 0 runs the bot's loop in asyncio debug mode
@@ -36,7 +39,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         counts = ("latency_answers", "answers", "one_channel_answers", "streams", "per_channel")
-        for name in (*counts, "chaos_answers"):
+        for name in (*counts, "chaos_answers", "replicas_answers", "replicas_kill_answers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.budget_headroom <= 1:
@@ -74,5 +77,8 @@ def quick() -> BenchConfig:
         streams=10,
         stream_delta_delay=0.05,
         chaos_answers=12,
+        replicas_answers=12,
+        replicas_kill_answers=6,
+        replicas_kill_delta_delay=0.15,
         time_scale=20.0,
     )

@@ -6,11 +6,11 @@ import dataclasses
 import os
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bench.chaos import chaos_summary
 from bench.config import BenchConfig
+from bench.figures import Figure
 from bench.phases import PhaseResult
 from bench.stats import percentile, summary
 
@@ -22,23 +22,6 @@ FINAL_EDIT_P99_S = 2.0
 WRITE_RATIO_MAX = 0.33  # at most a third of the writes of "edit on every delta"
 DURATION_OVER_FLOOR_MAX = 1.5
 MAX_PROBLEMS_IN_JSON = 20
-
-
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    phase: str
-    label: str
-    value: float | None
-    display: str
-    goal: str
-    passed: bool | None  # None: informational, no goal
-
-    @property
-    def result(self) -> str:
-        if self.value is None:
-            return "MISSING"
-        return "info" if self.passed is None else ("PASS" if self.passed else "MISS")
 
 
 def _seconds(value: float | None) -> str:

@@ -9,8 +9,10 @@ from typing import Any
 
 from bench.chaos import chaos_phase
 from bench.config import BenchConfig
+from bench.figures import Figure
 from bench.phases import PhaseResult, latency_phase, load_phase, streams_phase
-from bench.report import Figure, document, figures
+from bench.replicas import ReplicasResult, replicas_figures, replicas_phase, summary_figures
+from bench.report import document, figures
 from bench.world import load_questions
 
 
@@ -20,9 +22,17 @@ class BenchReport:
     results: dict[str, PhaseResult]
     figures: list[Figure]
     wall_s: float
+    replicas: ReplicasResult | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return document(self.config, self.results, self.figures, self.wall_s)
+        out = document(self.config, self.results, self.figures, self.wall_s)
+        if self.replicas is not None:
+            out["phases"]["replicas"] = {
+                "description": self.replicas.description,
+                **summary_figures(self.replicas),
+                "notes": self.replicas.notes,
+            }
+        return out
 
 
 async def run_bench(cfg: BenchConfig, workdir: Path) -> BenchReport:
@@ -41,5 +51,9 @@ async def run_bench(cfg: BenchConfig, workdir: Path) -> BenchReport:
         results["streams"] = await streams_phase(cfg, workdir, questions)
     if "chaos" in cfg.phases:
         results["chaos"] = await chaos_phase(cfg, workdir, questions)
+    replicas = None
+    if "replicas" in cfg.phases:
+        replicas = await replicas_phase(cfg, workdir, questions)
     wall = time.monotonic() - started
-    return BenchReport(cfg, results, figures(results, cfg), wall)
+    found = figures(results, cfg) + (replicas_figures(replicas) if replicas else [])
+    return BenchReport(cfg, results, found, wall, replicas)

@@ -2,6 +2,13 @@
 
 This is where a conversation must end with a reply whatever happens, so it is the one place with
 a broad `except Exception`: the user sees a notice chosen by error class, never `str(exc)`.
+
+Each Slack message is answered once across replicas: the replica whose claim wins holds a lease
+on the answer (`bot.leases`) and records the reply message as soon as it is posted. An answer
+taken over from a replica that died is run again in the thread's Powabase session and finishes
+that same message (`take_over`); after `MAX_ATTEMPTS` runs it ends with a notice instead. A
+replica stopping with a shared store hands the answers it could not finish to the others (no
+restart notice: another replica finishes the message); with SQLite they get the notice.
 """
 
 from __future__ import annotations
@@ -17,15 +24,26 @@ import structlog
 
 from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError, StoreError, UpstreamError
+from bot.leases import Leases
 from bot.limits import Admission, KeyedLocks
-from bot.metrics import ANSWERS
+from bot.metrics import ANSWERS, ANSWERS_IN_FLIGHT, LEASE_TAKEOVERS, UPSTREAM_ERRORS
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
 from bot.powabase.outcome import error_kind, operator_reason
 from bot.render import render_trace
+from bot.slack.native import STOP_BURST, STOPS_PER_SECOND, NativeAnswerStream
 from bot.slack.publisher import Publisher, Stream
 from bot.state import AnswerState, ErrorKind, Phase
-from bot.store.base import SessionStore, ThreadKey, make_title, new_agent_session_id
+from bot.store.base import (
+    QUESTION_MAX,
+    AnswerClaim,
+    AnswerKey,
+    OpenAnswer,
+    SessionStore,
+    ThreadKey,
+    make_title,
+    new_agent_session_id,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +56,9 @@ PLACEHOLDER_HEAD_START = 0.3  # seconds
 # placeholder before asking Powabase (no run for a reply that cannot land). Bounded in size.
 UNREACHABLE_MEMORY = 600.0
 UNREACHABLE_CHANNELS = 1000
+# Runs of one question at most (the first and two takeovers): a question whose replicas keep
+# dying (a poison message, an out-of-memory answer) then ends with a notice, not a loop.
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,37 @@ class Question:
     @property
     def key(self) -> ThreadKey:
         return ThreadKey(self.team_id, self.channel_id, self.reply_thread_ts, self.user_id)
+
+    @property
+    def answer_key(self) -> AnswerKey:
+        """The Slack message itself: one answer however many events carry it."""
+        return AnswerKey(self.team_id, self.channel_id, self.ts)
+
+    def claim(self) -> AnswerClaim:
+        """What the store keeps so that another replica can run this question again."""
+        return AnswerClaim(
+            self.answer_key,
+            self.event_id,
+            self.user_id,
+            self.text[:QUESTION_MAX],
+            thread_ts=self.thread_ts,
+            channel_type=self.channel_type,
+        )
+
+    @classmethod
+    def taken_over(cls, answer: OpenAnswer) -> Question:
+        """The question of an answer taken over from another replica."""
+        c = answer.claim
+        return cls(
+            event_id=c.event_id,
+            team_id=c.key.team_id,
+            channel_id=c.key.channel_id,
+            user_id=c.user_id,
+            text=c.question,
+            ts=c.key.message_ts,
+            thread_ts=c.thread_ts,
+            channel_type=c.channel_type,
+        )
 
 
 def _error_kind(exc: BaseException) -> ErrorKind:
@@ -109,6 +161,7 @@ class Answerer:
         powabase: PowabaseClient,
         publisher: Publisher,
         alerts: OperatorAlerts | None = None,
+        leases: Leases | None = None,
         max_in_flight: int = 200,
         max_queued: int = 1000,
         stall_after: float = 8.0,
@@ -119,6 +172,7 @@ class Answerer:
         self.powabase = powabase
         self.publisher = publisher
         self.alerts: OperatorAlerts = alerts or publisher.alerts  # one set per process
+        self.leases = leases or Leases(store)
         self.admission = Admission(max_in_flight)
         self.max_queued = max_queued
         self.threads = KeyedLocks()
@@ -162,6 +216,10 @@ class Answerer:
             return await self._answer_once(q)
 
     async def _answer_once(self, q: Question) -> AnswerState | None:
+        """Claim the event id (cheap: an exact redelivery stops here, and replicas of the
+        previous release, which claim only that, stay in step during a rolling deploy), then
+        the message itself (the `message` and `app_mention` of one message, or a retry in a
+        new envelope, are one answer): the winner answers and holds its lease."""
         try:
             try:
                 first = await self.store.claim_event(q.event_id)
@@ -171,43 +229,147 @@ class Answerer:
             if not first:
                 log.info("event_duplicate_ignored")
                 return None
-            return await self._answer(q)
+            lease: AnswerKey | None = q.answer_key
+            try:
+                ours = await self.leases.claim(q.claim())
+            except StoreError as exc:  # answered without a lease: nobody can take it over
+                log.error("answer_claim_failed", error=str(exc))
+                ours, lease = True, None
+            if not ours:
+                log.info("answer_duplicate_ignored", ts=q.ts)
+                return None
+            return await self._answer(q, lease)
         finally:
             structlog.contextvars.clear_contextvars()
 
-    async def _answer(self, q: Question) -> AnswerState:
-        state = AnswerState(question=q.text, started_at=self.clock())
-        stream = self.publisher.open(
-            q.team_id,
-            q.channel_id,
-            q.reply_thread_ts,
-            user_id=q.user_id,
-            channel_type=q.channel_type,
+    def take_over(self, answer: OpenAnswer) -> None:
+        """Finish an answer whose replica died or stopped (the lease scan found it): in the
+        background, tracked like any answer in flight."""
+        task = asyncio.create_task(self._resume(answer), name=f"takeover-{answer.claim.key}")
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    def room(self) -> int:
+        """How many answers taken over this replica may start now (none while stopping)."""
+        if self.draining:
+            return 0
+        return max(0, self.admission.limit - self.admission.active - self.admission.queued)
+
+    async def _resume(self, answer: OpenAnswer) -> AnswerState | None:
+        q = Question.taken_over(answer)
+        structlog.contextvars.bind_contextvars(
+            team=q.team_id, channel=q.channel_id, thread_ts=q.reply_thread_ts, event_id=q.event_id
         )
+        LEASE_TAKEOVERS.inc()
+        log.info(
+            "answer_taken_over",
+            ts=q.ts,
+            attempts=answer.attempts,
+            reply_ts=answer.reply_ts,
+            native=answer.reply_native,
+        )
+        try:
+            return await self._answer(q, q.answer_key, answer)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def _adopt(self, q: Question, answer: OpenAnswer, state: AnswerState) -> Stream:
+        """The stream finishing the reply message the first replica posted: edited from now
+        on (its native stream stopped first, a refusal ignored); a new one when none was
+        recorded (that replica died before posting)."""
+        if answer.reply_ts is None:
+            return self.publisher.open(
+                q.team_id,
+                q.channel_id,
+                q.reply_thread_ts,
+                user_id=q.user_id,
+                channel_type=q.channel_type,
+            )
+        if answer.reply_native:
+            stops = self.publisher.budgets.bucket(f"stop:{q.team_id}", STOPS_PER_SECOND, STOP_BURST)
+            try:  # waits for the stop budget, and past 429s / 5xx like any final write
+                await self.publisher.caller.call_reliably(
+                    "chat.stopStream", stops, channel=q.channel_id, ts=answer.reply_ts
+                )
+            except SlackDeliveryError as exc:  # e.g. message_not_in_streaming_state
+                log.info("takeover_stream_not_stopped", error=exc.error)
+        return self.publisher.adopt(
+            q.team_id, q.channel_id, q.reply_thread_ts, ts=answer.reply_ts, state=state
+        )
+
+    async def _answer(
+        self, q: Question, lease: AnswerKey | None, taken: OpenAnswer | None = None
+    ) -> AnswerState:
+        with ANSWERS_IN_FLIGHT.track_inprogress():
+            try:
+                return await self._answer_leased(q, lease, taken)
+            except asyncio.CancelledError:
+                if lease is not None and self.draining and self.store.shared:
+                    await self.leases.release([lease])  # a no-op when handed over already
+                    lease = None
+                raise
+            finally:
+                if lease is not None:  # also a no-op once released
+                    await self.leases.finished(lease)
+
+    async def _answer_leased(
+        self, q: Question, lease: AnswerKey | None, taken: OpenAnswer | None
+    ) -> AnswerState:
+        state = AnswerState(question=q.text, started_at=self.clock())
+        if taken is None:
+            stream = self.publisher.open(
+                q.team_id,
+                q.channel_id,
+                q.reply_thread_ts,
+                user_id=q.user_id,
+                channel_type=q.channel_type,
+            )
+        else:
+            stream = await self._adopt(q, taken, state)
+            if taken.attempts > MAX_ATTEMPTS:
+                log.warning("answer_given_up", attempts=taken.attempts - 1)
+                state.fail(ErrorKind.INTERRUPTED, "its replicas kept stopping", self.clock())
+        adopted = taken is not None and taken.reply_ts is not None
         me = asyncio.current_task()
-        if self.threads.busy(q.key) or not self.admission.available:  # it would have to wait
+        would_wait = self.threads.busy(q.key) or not self.admission.available
+        if would_wait and not state.finished:
             if self.draining:
+                if lease is not None and self.store.shared:
+                    await self._hand_over(stream, None, lease)
+                    return state
                 state.fail(ErrorKind.SHUTDOWN, "stopping: not queued", self.clock())
             elif len(self.waiting) >= self.max_queued:
                 log.warning(
                     "answer_refused_busy", waiting=len(self.waiting), max_queued=self.max_queued
                 )
                 state.fail(ErrorKind.BUSY, "too many questions waiting", self.clock())
-            if state.finished:  # the notice is the placeholder: one post
-                placing = asyncio.create_task(self._place(state, stream))
-                await self._deliver(q, state, stream, placing)
-                return state
-            if me is not None:
-                self.waiting.add(me)  # discarded once it runs
+        if state.finished:  # the notice is the placeholder: one post
+            placing = asyncio.create_task(self._place(state, stream, lease, adopted=adopted))
+            await self._deliver(q, state, stream, placing)
+            return state
+        if would_wait and me is not None:
+            self.waiting.add(me)  # discarded once it runs
         try:
-            return await self._answer_in_turn(q, state, stream)
+            return await self._answer_in_turn(q, state, stream, lease, adopted=adopted)
         finally:
             if me is not None:
                 self.waiting.discard(me)
 
-    async def _answer_in_turn(self, q: Question, state: AnswerState, stream: Stream) -> AnswerState:
+    async def _answer_in_turn(
+        self,
+        q: Question,
+        state: AnswerState,
+        stream: Stream,
+        lease: AnswerKey | None,
+        *,
+        adopted: bool,
+    ) -> AnswerState:
         """Wait for this thread's turn and a free slot, the placeholder saying so meanwhile;
-        then run the question, unless Slack refused the placeholder as gone or unauthorised."""
+        then run the question, unless Slack refused the placeholder as gone or unauthorised.
+
+        Cancelled at shutdown with a shared store, the answer is handed over instead of ending
+        with the restart notice: nothing more is written, and its lease is released so that
+        another replica takes it over at once and finishes the same message."""
         placing: asyncio.Task[SlackDeliveryError | None] | None = None
         session: asyncio.Task[str] | None = None
         running: asyncio.Task[None] | None = None
@@ -219,7 +381,9 @@ class Answerer:
                 state.after_previous = self.threads.busy(q.key)
                 if state.after_previous:  # acknowledged at once, answered after the previous
                     log.info("answer_waits_for_previous")
-                    placing = asyncio.create_task(self._place(state, stream))
+                    placing = asyncio.create_task(
+                        self._place(state, stream, lease, adopted=adopted)
+                    )
                     placed_at = loop.time()
                 await turn.enter_async_context(self.threads.hold(q.key))
                 # This thread's turn: the place in line is taken now (FIFO), before any await.
@@ -231,7 +395,9 @@ class Answerer:
                         "answer_queued", queued=self.admission.queued, running=self.admission.active
                     )
                 if placing is None:
-                    placing = asyncio.create_task(self._place(state, stream))
+                    placing = asyncio.create_task(
+                        self._place(state, stream, lease, adopted=adopted)
+                    )
                     placed_at = loop.time()
                 elif state.after_previous:
                     state.after_previous = False
@@ -261,6 +427,9 @@ class Answerer:
             finally:
                 if running is not None:
                     await _settled(running)
+            if cancelled and lease is not None and self.draining and self.store.shared:
+                await self._hand_over(stream, placing, lease)
+                raise asyncio.CancelledError
             # Still this thread's turn: the next follow-up starts after this reply's final edit.
             cancelled = await self._deliver(q, state, stream, placing) or cancelled
         if cancelled:
@@ -334,13 +503,42 @@ class Answerer:
         refused_at = self._unreachable.get(q.channel_id)
         return refused_at is None or self.clock() - refused_at > UNREACHABLE_MEMORY
 
-    async def _place(self, state: AnswerState, stream: Stream) -> SlackDeliveryError | None:
-        """Post the placeholder; the Slack refusal that makes answering pointless, else None.
+    async def _hand_over(
+        self,
+        stream: Stream,
+        placing: asyncio.Task[SlackDeliveryError | None] | None,
+        lease: AnswerKey,
+    ) -> None:
+        """Shutdown with a shared store: stop writing (no final, no notice) and release the
+        lease; another replica finishes the same message. A placeholder still being posted
+        is waited for first: its ts must be recorded before another replica looks."""
+        if placing is not None:
+            await asyncio.wait({placing})
+        stream.abandon()
+        await self.leases.release([lease])
+        log.info("answer_handed_over")
+        ANSWERS.labels(outcome="handed_over").inc()
+
+    async def _place(
+        self,
+        state: AnswerState,
+        stream: Stream,
+        lease: AnswerKey | None = None,
+        *,
+        adopted: bool = False,
+    ) -> SlackDeliveryError | None:
+        """Post the placeholder and record it for the lease; the Slack refusal that makes
+        answering pointless, else None. An adopted message (taken over) is already there.
 
         Any other failure is logged and the answer goes on: `finish()` posts the result.
         """
+        if adopted:
+            return None
         try:
-            await stream.start(state)
+            ts = await stream.start(state)
+            if lease is not None:
+                native = isinstance(stream, NativeAnswerStream) and stream.ts == ts
+                await self.leases.posted(lease, ts, native=native)
         except SlackDeliveryError as exc:
             if exc.channel_gone or exc.auth_failed:
                 return exc
@@ -390,12 +588,14 @@ class Answerer:
         except UpstreamError as exc:
             log.warning("upstream_failed", error_type=type(exc).__name__, error=str(exc))
             state.fail(_error_kind(exc), str(exc), self.clock())
+            UPSTREAM_ERRORS.labels(kind=_error_kind(exc).value).inc()
             reason = operator_reason(exc)
             if reason is not None:
                 self.alerts.alert("powabase", reason, detail=str(exc))
         except TimeoutError:
             if not _channel_gone(stream):  # else the watchdog ended the run on purpose (below)
                 log.warning("answer_run_timeout", run_timeout=self.run_timeout)
+                UPSTREAM_ERRORS.labels(kind=ErrorKind.TIMEOUT.value).inc()
                 state.fail(
                     ErrorKind.TIMEOUT,
                     f"no complete answer after {self.run_timeout:g}s",

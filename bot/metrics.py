@@ -12,7 +12,8 @@ ANSWERS = Counter(
     "powabot_answers",
     "Answers by how they ended: delivered (Slack accepted the final text), lost (it did not), "
     "skipped (the channel is gone or the bot token is refused: nothing asked upstream), "
-    "abandoned (the channel went away mid-answer: the run was cancelled, nothing more written)",
+    "abandoned (the channel went away mid-answer: the run was cancelled, nothing more written), "
+    "handed_over (this replica stopped: another one finishes it)",
     ["outcome"],
 )
 ANSWERS_IN_FLIGHT = Gauge(
@@ -43,6 +44,11 @@ BUDGET_WAIT_SECONDS = Histogram(
     "powabot_budget_wait_seconds",
     "Time a Slack write waited for its rate budget",
     buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+BUDGET_DB_SECONDS = Histogram(
+    "powabot_budget_db_seconds",
+    "Time one shared-budget reservation took in Postgres (the statement, round trip included)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5),
 )
 BUDGET_FALLBACK_ACTIVE = Gauge(
     "powabot_budget_fallback_active",

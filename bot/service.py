@@ -25,12 +25,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import OperatorAlerts
 from bot.conversation import Answerer
 from bot.errors import StartupError
+from bot.leases import Leases
 from bot.metrics import ANSWERS_QUEUED, ANSWERS_RUNNING, OPERATOR_ALERTS_OPEN
 from bot.powabase.client import open_powabase
 from bot.settings import Settings
 from bot.slack import listeners
 from bot.slack.budget import Budgets
 from bot.slack.publisher import Publisher
+from bot.slack.shared_budget import make_budgets
 from bot.slack.startup import check_bot_token, open_socket_url
 from bot.store import SessionStore, make_store
 
@@ -77,7 +79,7 @@ class Powabot:
         self.alerts = OperatorAlerts()  # one per process: Slack and Powabase faults, /readyz
         self.publisher = Publisher(
             self.slack,
-            budgets or Budgets(edits_per_minute=settings.POWABOT_WORKSPACE_EDITS_PER_MINUTE),
+            make_budgets(settings, self.store, budgets),
             min_interval=settings.POWABOT_EDIT_INTERVAL,
             native_streaming=settings.POWABOT_NATIVE_STREAMING,
             alerts=self.alerts,
@@ -87,6 +89,7 @@ class Powabot:
             powabase=self.powabase,
             publisher=self.publisher,
             alerts=self.alerts,
+            leases=Leases(self.store, lease=settings.POWABOT_LEASE_SECONDS),
             max_in_flight=settings.POWABOT_MAX_IN_FLIGHT,
             max_queued=settings.POWABOT_MAX_QUEUED,
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
@@ -131,6 +134,8 @@ class Powabot:
             self._socket.client.wss_uri = url  # checked just now: connect without asking again
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
         self._accepting = True
+        # Answers whose replica died (or, with SQLite, this process before a crash) get finished.
+        self.answerer.leases.start(self.answerer.take_over, self.answerer.room)
         log.info(
             "bot_started",
             mode="socket" if self.settings.socket_mode else "http",
@@ -278,8 +283,21 @@ class Powabot:
         await asyncio.sleep(0)
         answers = max(0.0, deadline - closing - notices - loop.time())
         await self.drain(grace=answers, final_grace=notices)
+        await self._release_leases(within=deadline - closing - loop.time())
         await self._close(within=max(deadline - loop.time(), CLOSE_FLOOR))
         log.info("bot_stopped", overran=round(max(0.0, loop.time() - deadline), 3))
+
+    async def _release_leases(self, within: float) -> None:
+        """No more renewals or takeovers here. With a shared store, answers still held (the
+        drain could not finish them; each cancelled one released its own already) go to the
+        other replicas now instead of when their leases expire. With SQLite they stay open:
+        the next start takes them over."""
+        leases = self.answerer.leases
+        await leases.stop()
+        if self.store.shared and leases.held:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(within, CLOSE_FLOOR)):
+                    await leases.release_all()
 
     async def _close(self, within: float) -> None:
         """Close every connection this instance opened (each only if it was opened), all at

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     POWABOT_MAX_IN_FLIGHT: int = Field(default=200, ge=1)
     POWABOT_MAX_QUEUED: int = Field(default=1000, ge=0)
     POWABOT_SHUTDOWN_GRACE: float = Field(default=25.0, gt=0)
+    # Each answer's lease (bot.leases): a replica that dies has its answers taken over by
+    # another within about this plus a quarter of it (at most 2.5 s).
+    POWABOT_LEASE_SECONDS: float = Field(default=10.0, gt=0)
+    # Replicas sharing one Slack budget in Postgres; each falls back to this share of it when
+    # Postgres is unreachable (bot.slack.shared_budget).
+    POWABOT_MAX_REPLICAS: int = Field(default=4, ge=1)
 
     @field_validator(*SECRET_FIELDS, "POWABOT_STORE", mode="before")
     @classmethod

@@ -5,6 +5,11 @@ second per channel. Intermediate edits only spend a token when a reserve stays f
 edits (the complete answer) always get through first. A 429 pauses the whole bucket for
 `Retry-After` seconds. aiolimiter was considered: it has no "take unless below a reserve" and no
 pause, which are exactly the two things the priority scheme needs.
+
+Streams see every budget through one interface, `Budget` (`reserve` / `push` / `wait_hint`),
+and a set of them through `BudgetBook`: `Budgets` here is the in-process one (one process, e.g.
+SQLite); `bot.slack.shared_budget.SharedBudgets` keeps the same budgets in Postgres for every
+replica at once.
 """
 
 from __future__ import annotations
@@ -13,9 +18,46 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Budget(Protocol):
+    """One rate budget (a workspace's chat.update, a channel's chat.postMessage, ...)."""
+
+    async def reserve(self, *, max_wait: float, reserve: float = 0.0) -> float | None:
+        """Reserve one call: the seconds to sleep before making it (0: now), or None when that
+        would be more than `max_wait` seconds (nothing is reserved then). `reserve` tokens must
+        stay free for others (intermediate edits leave room for final ones)."""
+        ...
+
+    async def push(self, seconds: float) -> None:
+        """Slack said 429 (or a 5xx said Retry-After): nobody spends for `seconds`, then the
+        budget starts again from empty."""
+        ...
+
+    def wait_hint(self, reserve: float = 0.0) -> float:
+        """About how many seconds until a `reserve(max_wait=0, reserve=...)` could succeed."""
+        ...
+
+
+class BudgetBook(Protocol):
+    """The budgets streams reserve from, by key."""
+
+    @property
+    def edit_reserve(self) -> float:
+        """Tokens of a workspace's chat.update budget intermediate edits must leave free."""
+        ...
+
+    def edits(self, team_id: str) -> Budget: ...
+
+    def posts(self, channel_id: str) -> Budget: ...
+
+    def bucket(self, name: str, rate: float, capacity: float) -> Budget:
+        """Any other named budget, e.g. `append:<team>` (chat.appendStream per workspace)."""
+        ...
 
 
 class TokenBucket:
@@ -39,6 +81,7 @@ class TokenBucket:
         self._stamp = clock()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        self._queued = 0  # callers of take() waiting for their turn
 
     def _refill(self) -> float:
         now = self._clock()
@@ -66,19 +109,38 @@ class TokenBucket:
     def wait_hint(self, reserve: float = 0.0) -> float:
         """Seconds until `try_take(reserve)` could succeed, if nobody else takes first."""
         now = self._refill()
-        missing = max(0.0, reserve + 1.0 - self._level)
+        missing = max(0.0, reserve + 1.0 - self._level) + self._queued
         return max(self._paused_until - now, 0.0) + missing / self.rate
 
     async def take(self) -> None:
         """Wait for a token (first come, first served among waiters) and take it."""
-        async with self._lock:
-            while True:
-                now = self._refill()
-                if now >= self._paused_until and self._level >= 1.0:
-                    self._level -= 1.0
-                    return
-                wait = max(self._paused_until - now, (1.0 - self._level) / self.rate, 0.005)
-                await self._sleep(wait)
+        self._queued += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self._refill()
+                    if now >= self._paused_until and self._level >= 1.0:
+                        self._level -= 1.0
+                        return
+                    wait = max(self._paused_until - now, (1.0 - self._level) / self.rate, 0.005)
+                    await self._sleep(wait)
+        finally:
+            self._queued -= 1
+
+    async def reserve(self, *, max_wait: float, reserve: float = 0.0) -> float | None:
+        """`Budget.reserve`: a token now, or wait for one in line (here, inside this call:
+        the wait returned is then 0) when the line is at most `max_wait` seconds long. A
+        caller that may wait leaves no reserve: `reserve` only applies to `max_wait` 0."""
+        if self.try_take(reserve):
+            return 0.0
+        if max_wait <= 0 or self.wait_hint() > max_wait:
+            return None
+        await self.take()
+        return 0.0
+
+    async def push(self, seconds: float) -> None:
+        """`Budget.push`: `pause(seconds)`."""
+        self.pause(seconds)
 
     def pause(self, seconds: float) -> None:
         """Slack said 429: spend nothing for `seconds`, then start again from empty."""

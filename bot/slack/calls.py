@@ -18,6 +18,10 @@ Every failure of a call ends up in exactly one class (`classify` is the rule, pu
   (invalid_auth, token_revoked, account_inactive, ...): the latter also raises an operator
   alert (once per burst) that the next successful call clears.
 
+Every call is counted in `powabot_slack_calls_total{method,result}` (result: ok, ratelimited,
+transient, refused) and every 429 in `powabot_slack_ratelimited_total{method}`. Budgets are
+reserved through `SlackCaller.acquire` (the one place their waits are slept and measured).
+
 `RateLimited` and `Transient` never leave `bot.slack`: `call_reliably` turns them into waits
 and, past its deadline or attempt count, into `SlackDeliveryError`.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -40,9 +45,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import OperatorAlerts
 from bot.errors import SLACK_EDIT_REFUSED, SlackDeliveryError
+from bot.metrics import BUDGET_WAIT_SECONDS, FIRST_TEXT_SECONDS, SLACK_CALLS, SLACK_RATELIMITED
 from bot.render.message import SlackMessage
 from bot.retry import MAX_RETRY_AFTER, clamp_retry_after, parse_retry_after, retry_delay
-from bot.slack.budget import TokenBucket
+from bot.slack.budget import Budget
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +62,8 @@ MAX_ATTEMPTS = 5  # transient failures of one reliable write; 429s are not count
 RELIABLE_DEADLINE = 180.0  # seconds a write that must happen keeps waiting out 429s
 BACKOFF = 0.5  # nominal first backoff after a transient failure; doubles per attempt (jittered)
 MAX_BACKOFF = 8.0
+
+UPLOAD = "files.upload"  # how the POST to an upload URL is named in logs and metrics
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -122,6 +130,13 @@ def classify(
     if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
         return Transient(error, server_wait)
     return SlackDeliveryError(method, error)
+
+
+def _result(failure: Failure) -> str:
+    """The `result` label of a failed call: ratelimited, transient or refused."""
+    if isinstance(failure, RateLimited):
+        return "ratelimited"
+    return "transient" if isinstance(failure, Transient) else "refused"
 
 
 def _server_wait(status: int | None, retry_after: str | None, maximum: float) -> float | None:
@@ -200,34 +215,50 @@ class SlackCaller:
         self.reliable_deadline = reliable_deadline
         self.max_attempts = max_attempts
 
-    async def call(self, method: str, bucket: TokenBucket, **args: Any) -> dict[str, Any]:
+    async def acquire(self, budget: Budget, *, max_wait: float, reserve: float = 0.0) -> bool:
+        """Reserve one call on `budget` and sleep whatever wait it asks for; False (nothing
+        reserved, nothing slept) when that wait would be longer than `max_wait` seconds."""
+        started = self.clock()
+        wait = await budget.reserve(max_wait=max_wait, reserve=reserve)
+        if wait is None:
+            return False
+        BUDGET_WAIT_SECONDS.observe(wait + max(0.0, self.clock() - started))
+        if wait > 0:
+            await self.sleep(wait)
+        return True
+
+    async def call(self, method: str, bucket: Budget, **args: Any) -> dict[str, Any]:
         """One Slack write; raises RateLimited / Transient / SlackDeliveryError, nothing else."""
         try:
             response = await self.client.api_call(method, json=args)
         except Exception as exc:
             failure = translate(method, exc)
-            self._noted(method, bucket, failure)
+            await self._noted(method, bucket, failure)
             raise failure from exc
+        SLACK_CALLS.labels(method, "ok").inc()
         self.alerts.clear("slack")
         return dict(response.data) if isinstance(response.data, dict) else {}
 
-    async def read(self, method: str, bucket: TokenBucket, **params: Any) -> dict[str, Any]:
+    async def read(self, method: str, bucket: Budget, **params: Any) -> dict[str, Any]:
         """One Slack read (GET with query arguments); fails like `call`."""
         try:
             response = await self.client.api_call(method, http_verb="GET", params=params)
         except Exception as exc:
             failure = translate(method, exc)
-            self._noted(method, bucket, failure)
+            await self._noted(method, bucket, failure)
             raise failure from exc
+        SLACK_CALLS.labels(method, "ok").inc()
         return dict(response.data) if isinstance(response.data, dict) else {}
 
-    def _noted(self, method: str, bucket: TokenBucket, failure: Failure) -> None:
+    async def _noted(self, method: str, bucket: Budget, failure: Failure) -> None:
+        SLACK_CALLS.labels(method, _result(failure)).inc()
         if isinstance(failure, RateLimited):
-            bucket.pause(failure.retry_after)
+            SLACK_RATELIMITED.labels(method).inc()
             log.warning("slack_ratelimited", method=method, retry_after=failure.retry_after)
+            await bucket.push(failure.retry_after)
         elif isinstance(failure, Transient):
             if failure.retry_after is not None:  # a 5xx that said when to come back
-                bucket.pause(failure.retry_after)
+                await bucket.push(failure.retry_after)
             level = log.warning if str(failure).startswith("unexpected:") else log.info
             level(
                 "slack_call_failed_transiently",
@@ -239,11 +270,13 @@ class SlackCaller:
             self.alerts.alert("slack", failure.error, detail=method)
 
     async def call_reliably(
-        self, method: str, bucket: TokenBucket, *, take: bool = True, **args: Any
+        self, method: str, bucket: Budget, *, take: bool = True, **args: Any
     ) -> dict[str, Any]:
         """A write that must happen: wait for budget, honour Retry-After, back off on 5xx.
 
-        A 429 storm is waited out (the bucket is paused for Retry-After) until the deadline;
+        Waits its turn for budget (always: a final edit is never skipped); the deadline
+        counts from the first turn. A 429 storm is waited out (the budget is pushed by
+        Retry-After) until the deadline;
         only transient failures count against `max_attempts`. Slack refusing the call itself
         (including a bad token) raises SlackDeliveryError at once: no retry storm.
         """
@@ -252,7 +285,7 @@ class SlackCaller:
     async def reliably(
         self,
         method: str,
-        bucket: TokenBucket,
+        bucket: Budget,
         attempt: Callable[[], Awaitable[T]],
         take: bool = True,
     ) -> T:
@@ -262,7 +295,9 @@ class SlackCaller:
         failures = 0
         while True:
             if take:
-                await bucket.take()
+                # Our turn, however long the line (as many finals as answers ending at once):
+                # the deadline bounds Retry-After and backoff waits, never the queueing.
+                await self.acquire(bucket, max_wait=math.inf)
             take = True
             if give_up is None:
                 give_up = self.clock() + self.reliable_deadline
@@ -301,17 +336,23 @@ class SlackCaller:
                 status = response.status
                 await response.read()
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            SLACK_CALLS.labels(UPLOAD, "transient").inc()
             log.info("slack_upload_failed_transiently", error=type(exc).__name__)
             raise Transient(type(exc).__name__) from exc
         finally:
             if owned:
                 await session.close()
         if status == 200:
+            SLACK_CALLS.labels(UPLOAD, "ok").inc()
             return
         log.warning("slack_upload_refused", status=status)
         if status >= 500 or status == 429:
+            SLACK_CALLS.labels(UPLOAD, "ratelimited" if status == 429 else "transient").inc()
+            if status == 429:
+                SLACK_RATELIMITED.labels(UPLOAD).inc()
             raise Transient(f"upload HTTP {status}")
-        raise SlackDeliveryError("files.upload", f"HTTP {status}")
+        SLACK_CALLS.labels(UPLOAD, "refused").inc()
+        raise SlackDeliveryError(UPLOAD, f"HTTP {status}")
 
 
 async def sleep_unless(sleep: Sleep, seconds: float, event: asyncio.Event) -> None:
@@ -373,3 +414,22 @@ async def outlive_flusher(stream: Orphanable, task: asyncio.Task[None]) -> bool:
         log.exception("answer_flusher_crashed")
         return False
     return True
+
+
+class FirstText:
+    """Times `powabot_first_text_seconds`: from the first answer text reaching a stream
+    (`arrived`, called on every update) to the first Slack write showing it (`shown`)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._arrived: float | None = None
+        self._shown = False
+
+    def arrived(self, has_text: bool) -> None:
+        if has_text and self._arrived is None:
+            self._arrived = self._clock()
+
+    def shown(self) -> None:
+        if self._arrived is not None and not self._shown:
+            self._shown = True
+            FIRST_TEXT_SECONDS.observe(max(0.0, self._clock() - self._arrived))

@@ -1,4 +1,6 @@
-"""Files in a thread: the full text of an answer too long for its messages.
+"""What an answer adds below itself in its thread: further messages (the delegation trace),
+and the full text of an answer too long for its messages as a file. `ThreadExtras` gives both
+kinds of stream (classic and native) the same two methods.
 
 An answer past ``bot.render.answer.MAX_ANSWER_MESSAGES`` messages ends with the ``TRUNCATED``
 note, which says the full answer is attached below; `attach_full_answer` attaches it, with
@@ -16,12 +18,15 @@ below it instead. Needs the bot scope ``files:write``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import structlog
 
 from bot.errors import SlackDeliveryError
 from bot.render.answer import FULL_ANSWER_MISSING
 from bot.render.message import SlackMessage
-from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.budget import Budget, BudgetBook
 from bot.slack.calls import SlackCaller, payload_args
 
 log = structlog.get_logger(__name__)
@@ -31,14 +36,14 @@ FILES_PER_SECOND = 90 / 60  # both files.*External methods are Tier 4, per works
 FILES_BURST = 10.0
 
 
-def files_bucket(budgets: Budgets, team_id: str) -> TokenBucket:
+def files_bucket(budgets: BudgetBook, team_id: str) -> Budget:
     """The workspace's budget for files.getUploadURLExternal / completeUploadExternal."""
     return budgets.bucket(f"files:{team_id}", FILES_PER_SECOND, FILES_BURST)
 
 
 async def share_file(
     caller: SlackCaller,
-    bucket: TokenBucket,
+    bucket: Budget,
     *,
     channel: str,
     thread_ts: str,
@@ -66,7 +71,7 @@ async def share_file(
 
 async def attach_full_answer(
     caller: SlackCaller,
-    budgets: Budgets,
+    budgets: BudgetBook,
     *,
     team_id: str,
     channel: str,
@@ -104,3 +109,44 @@ async def attach_full_answer(
         log.warning("full_answer_missing_note_failed", method=exc.method, error=exc.error)
         return 0
     return 1
+
+
+class ExtrasHost(Protocol):
+    """What the extras need of the publisher that opened the stream."""
+
+    caller: SlackCaller
+    budgets: BudgetBook
+
+
+class ThreadExtras:
+    """`post_below` and `attach_full_answer` for a stream with these attributes."""
+
+    p: ExtrasHost
+    team_id: str
+    channel: str
+    thread_ts: str
+    calls: int  # Slack calls that succeeded
+
+    async def post_below(self, payloads: Sequence[SlackMessage]) -> None:
+        """Post further messages in the thread (the delegation trace), in order."""
+        for payload in payloads:
+            await self.p.caller.call_reliably(
+                "chat.postMessage",
+                self.p.budgets.posts(self.channel),
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                **payload_args(payload),
+            )
+            self.calls += 1
+
+    async def attach_full_answer(self, markdown: str, title: str) -> None:
+        """Attach the full answer as a file in the thread (see `attach_full_answer`)."""
+        self.calls += await attach_full_answer(
+            self.p.caller,
+            self.p.budgets,
+            team_id=self.team_id,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            markdown=markdown,
+            title=title,
+        )

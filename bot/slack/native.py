@@ -20,7 +20,6 @@ the same message and edits the whole answer into it, so nothing is lost and noth
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,24 +29,23 @@ from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer, status_text
 from bot.render.answer import NATIVE_MAX_CHARS, answer_markdown
-from bot.render.message import SlackMessage
 from bot.render.safety import plain
 from bot.retry import retry_delay
-from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.budget import Budget, BudgetBook
 from bot.slack.calls import (
     BACKOFF,
     MAX_BACKOFF,
     Clock,
+    FirstText,
     RateLimited,
     SlackCaller,
     Sleep,
     Transient,
     delivered,
     outlive_flusher,
-    payload_args,
     sleep_unless,
 )
-from bot.slack.files import attach_full_answer
+from bot.slack.files import ThreadExtras
 from bot.state import AnswerState, Phase
 
 log = structlog.get_logger(__name__)
@@ -82,12 +80,14 @@ class ClassicStream(Protocol):
 
     async def finish(self) -> None: ...
 
+    def abandon(self) -> None: ...
+
 
 class StreamHost(Protocol):
     """What a native stream needs of the publisher that opened it (no import of it here)."""
 
     caller: SlackCaller
-    budgets: Budgets
+    budgets: BudgetBook
     alerts: OperatorAlerts
     min_interval: float
     clock: Clock
@@ -120,8 +120,10 @@ class _Append:
     status: str | None  # the status card's new status, when this call changes it
 
 
-class NativeAnswerStream:
+class NativeAnswerStream(ThreadExtras):
     """The same interface as `AnswerStream` (start / update / finish), over chat streaming."""
+
+    p: StreamHost
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class NativeAnswerStream:
         self._flusher: asyncio.Task[None] | None = None
         self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._last = 0.0
+        self._first_text = FirstText(publisher.clock)
         self._failures = 0  # transient failures of intermediate appends in a row
         self._streaming = False  # a stream was started and not yet known to be stopped
         self._classic: ClassicStream | None = None
@@ -172,28 +175,16 @@ class NativeAnswerStream:
             return self._classic.truncated
         return len(self._state.text) > NATIVE_MAX_CHARS
 
-    async def attach_full_answer(self, markdown: str, title: str) -> None:
-        """Attach the full answer as a file in the thread (see `bot.slack.files`)."""
-        self.calls += await attach_full_answer(
-            self.p.caller,
-            self.p.budgets,
-            team_id=self.team_id,
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            markdown=markdown,
-            title=title,
-        )
-
     @property
-    def appends(self) -> TokenBucket:
+    def appends(self) -> Budget:
         return self.p.budgets.bucket(f"append:{self.team_id}", APPENDS_PER_SECOND, APPEND_BURST)
 
     @property
-    def starts(self) -> TokenBucket:
+    def starts(self) -> Budget:
         return self.p.budgets.bucket(f"start:{self.team_id}", STARTS_PER_SECOND, START_BURST)
 
     @property
-    def stops(self) -> TokenBucket:
+    def stops(self) -> Budget:
         return self.p.budgets.bucket(f"stop:{self.team_id}", STOPS_PER_SECOND, STOP_BURST)
 
     def _recipient(self) -> dict[str, Any]:
@@ -209,7 +200,7 @@ class NativeAnswerStream:
         """
         self._state = state
         title = status_text(state)
-        if not self.starts.try_take():
+        if not await self.p.caller.acquire(self.starts, max_wait=0.0):
             # Many DMs at once: waiting for a stream slot would delay the placeholder by
             # seconds. The classic post shows up at once (DMs are separate post buckets).
             log.info("native_start_budget_empty")
@@ -245,10 +236,20 @@ class NativeAnswerStream:
         self._classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
         return await self._classic.start(state)
 
+    def abandon(self) -> None:
+        """Stop writing, without stopping the stream: another replica finishes this answer
+        (it stops the stream, then edits the message). Never raises."""
+        self._final = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._classic is not None:
+            self._classic.abandon()
+
     def update(self) -> None:
         if self._classic is not None:
             self._classic.update()
         elif not self._final:
+            self._first_text.arrived(bool(self._state.text))
             self._dirty.set()
 
     async def finish(self) -> None:
@@ -316,17 +317,6 @@ class NativeAnswerStream:
             self.calls += fresh.calls
             fresh.calls = 0
 
-    async def post_below(self, payloads: Sequence[SlackMessage]) -> None:
-        for payload in payloads:
-            await self.p.caller.call_reliably(
-                "chat.postMessage",
-                self.p.budgets.posts(self.channel),
-                channel=self.channel,
-                thread_ts=self.thread_ts,
-                **payload_args(payload),
-            )
-            self.calls += 1
-
     @staticmethod
     def _task(task_id: str, title: str, status: str) -> dict[str, Any]:
         return {"type": "task_update", "id": task_id, "title": plain(title)[:150], "status": status}
@@ -379,6 +369,8 @@ class NativeAnswerStream:
     def _appended(self, append: _Append) -> None:
         self.calls += 1
         self._streamed += append.text
+        if append.text:
+            self._first_text.shown()
         if append.title is not None:
             self._task_title = append.title
         if append.status is not None:
@@ -423,7 +415,7 @@ class NativeAnswerStream:
         if self.p.alerts.blocked("slack") is not None:
             return HELD_WAIT  # a bad token: only the final stop is tried
         bucket = self.appends
-        if not bucket.try_take():
+        if not await self.p.caller.acquire(bucket, max_wait=0.0):
             return max(bucket.wait_hint(), MIN_WAIT)
         try:
             await self.p.caller.call("chat.appendStream", bucket, **append.args)

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,12 @@ from bot.errors import SlackDeliveryError
 from bot.render import render_answer
 from bot.render.answer import ANSWER_BELOW, is_truncated
 from bot.render.message import SlackMessage
-from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.budget import Budget, BudgetBook, Budgets
 from bot.slack.calls import (
     RELIABLE_DEADLINE,
     REPOST_ERRORS,
     Clock,
+    FirstText,
     RateLimited,
     SlackCaller,
     Sleep,
@@ -56,7 +57,7 @@ from bot.slack.calls import (
     payload_args,
     sleep_unless,
 )
-from bot.slack.files import attach_full_answer
+from bot.slack.files import ThreadExtras
 from bot.slack.native import NativeAnswerStream
 from bot.state import AnswerState
 
@@ -84,13 +85,14 @@ class Publisher:
     operator alerts a bad Slack token raises (`alerts`, cleared by the next successful call).
 
     `clock` and `sleep` are what the streams and retries read and wait with (injectable for
-    tests); a `budgets` passed in should be built with the same clock.
+    tests); a `budgets` passed in should be built with the same clock. `budgets` is the
+    in-process `Budgets` by default, or the replicas' shared one (`bot.slack.shared_budget`).
     """
 
     def __init__(
         self,
         client: AsyncWebClient,
-        budgets: Budgets | None = None,
+        budgets: BudgetBook | None = None,
         *,
         min_interval: float = 1.0,
         native_streaming: bool = False,
@@ -102,7 +104,7 @@ class Publisher:
         self.client = client
         self.clock = clock
         self.sleep = sleep
-        self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
+        self.budgets: BudgetBook = budgets or Budgets(clock=clock, sleep=sleep)
         self.alerts = alerts or OperatorAlerts(clock)
         self.caller = SlackCaller(
             client,
@@ -188,8 +190,10 @@ class Publisher:
         return AnswerStream.adopt(self, team_id, channel, thread_ts, ts=ts, state=state)
 
 
-class AnswerStream:
+class AnswerStream(ThreadExtras):
     """The Slack messages of one answer in one thread, kept in step with the newest render."""
+
+    p: Publisher
 
     def __init__(self, publisher: Publisher, team_id: str, channel: str, thread_ts: str) -> None:
         self.p = publisher
@@ -202,11 +206,12 @@ class AnswerStream:
         self._final = False
         self._dirty = asyncio.Event()
         self._wake = asyncio.Event()  # ends a wait for budget early: first text, or the end
-        self._refused_by: TokenBucket | None = None  # the bucket that last said "not now"
+        self._refused_by: Budget | None = None  # the budget that last said "not now"
         self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
         self._text_shown = False
+        self._first_text = FirstText(publisher.clock)
         self._edits_refused: str | None = None  # Slack's code: edit no more, post the final
         self._gone: SlackDeliveryError | None = None  # the channel went away mid-answer
         self.answer_id = uuid.uuid4().hex  # names this answer's posts in their metadata
@@ -235,7 +240,7 @@ class AnswerStream:
         return stream
 
     @property
-    def edits(self) -> TokenBucket:
+    def edits(self) -> Budget:
         return self.p.budgets.edits(self.team_id)
 
     @property
@@ -250,7 +255,7 @@ class AnswerStream:
         return is_truncated(self._state)
 
     @property
-    def posts(self) -> TokenBucket:
+    def posts(self) -> Budget:
         return self.p.budgets.posts(self.channel)
 
     async def start(self, state: AnswerState) -> str:
@@ -265,9 +270,17 @@ class AnswerStream:
             self._dirty.set()
         return self.sent[0].ts
 
+    def abandon(self) -> None:
+        """Stop writing, without a final edit: another replica finishes this answer (it was
+        handed over at shutdown). Never raises."""
+        self._final = True  # update() does nothing from now on
+        if self._flusher is not None:
+            self._flusher.cancel()
+
     def update(self) -> None:
         """The state changed; cheap, never waits, the flusher renders and paces it."""
         if not self._final:
+            self._first_text.arrived(bool(self._state.text))
             self._dirty.set()
             if self._first_words_due:
                 self._wake.set()  # a waiting activity edit becomes a first-words edit
@@ -309,6 +322,8 @@ class AnswerStream:
             await self._post_anew()
         else:
             await self._drop_extras()
+        if self._state.text:
+            self._first_text.shown()
 
     async def _post_anew(self) -> None:
         """Post the final render as new messages, then remove the ones shown before (a
@@ -351,18 +366,6 @@ class AnswerStream:
                 return
         log.warning("slack_stale_message_left", ts=message.ts, error=failed)
 
-    async def attach_full_answer(self, markdown: str, title: str) -> None:
-        """Attach the full answer as a file in the thread (see `bot.slack.files`)."""
-        self.calls += await attach_full_answer(
-            self.p.caller,
-            self.p.budgets,
-            team_id=self.team_id,
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            markdown=markdown,
-            title=title,
-        )
-
     async def _drop_extras(self) -> None:
         """The final answer needs fewer messages than were shown: delete the stale ones."""
         while len(self.sent) > len(self._desired):
@@ -374,18 +377,6 @@ class AnswerStream:
                 self.calls += 1
             except SlackDeliveryError as exc:
                 log.warning("slack_delete_failed", error=exc.error, ts=extra.ts)
-
-    async def post_below(self, payloads: Sequence[SlackMessage]) -> None:
-        """Post further messages in the thread (the delegation trace), in order."""
-        for payload in payloads:
-            await self.p.caller.call_reliably(
-                "chat.postMessage",
-                self.posts,
-                channel=self.channel,
-                thread_ts=self.thread_ts,
-                **payload_args(payload),
-            )
-            self.calls += 1
 
     @property
     def _first_words_due(self) -> bool:
@@ -443,6 +434,8 @@ class AnswerStream:
                     break
             else:
                 self._text_shown = self._text_shown or carries_text
+                if carries_text:
+                    self._first_text.shown()
             if self._final:
                 self._dirty.set()
 
@@ -450,7 +443,7 @@ class AnswerStream:
         """After a refusal: until the bucket could say yes, or sooner if the edit became more
         urgent (its first words arrived, or the answer is complete)."""
         bucket = self._refused_by or self.edits
-        reserve = self._edit_reserve() if bucket is self.edits else 0.0
+        reserve = self._edit_reserve() if bucket == self.edits else 0.0
         hint = min(max(bucket.wait_hint(reserve), 0.05), 5.0)
         if self._held():
             hint = 5.0
@@ -463,11 +456,16 @@ class AnswerStream:
         """Tokens an intermediate edit must leave in the workspace bucket.
 
         Final edits leave none (they wait their turn); neither does the first edit showing answer
-        text, though it never goes before a final edit already waiting (try_take refuses while
-        one waits). Under load the budget then goes to first words and final answers, and
-        progress edits in between are what gets thinned out.
+        text, though it never goes before a final edit already waiting (a final's reservation
+        is ahead of it in line). Under load the budget then goes to first words and final
+        answers, and progress edits in between are what gets thinned out.
         """
         return 0.0 if self._first_words_due else self.p.budgets.edit_reserve
+
+    def _edit_wait(self) -> float:
+        """Seconds an intermediate edit may wait for budget: none for progress (skipped, the
+        next edit carries newer text), a little for the first words."""
+        return self.p.min_interval * FIRST_TEXT_FACTOR if self._first_words_due else 0.0
 
     def _held(self) -> bool:
         """The bot token is known bad (operator alert): intermediate writes are not tried, so
@@ -478,7 +476,12 @@ class AnswerStream:
         payload = self._desired[index]
         if index >= len(self.sent):
             return await self._post(payload, reliable=reliable)
-        if not reliable and (self._held() or not self.edits.try_take(self._edit_reserve())):
+        if not reliable and (
+            self._held()
+            or not await self.p.caller.acquire(
+                self.edits, max_wait=self._edit_wait(), reserve=self._edit_reserve()
+            )
+        ):
             self._refused_by = self.edits
             return False
         args = {"channel": self.channel, "ts": self.sent[index].ts, **payload_args(payload)}
@@ -522,7 +525,7 @@ class AnswerStream:
             self.sent.append(await self._post_message(index, payload, reliable=True))
             return True
         self._refused_by = self.posts
-        if self._held() or not self.posts.try_take():
+        if self._held() or not await self.p.caller.acquire(self.posts, max_wait=0.0):
             return False
         try:
             self.sent.append(await self._post_message(index, payload, reliable=False))
@@ -584,7 +587,7 @@ class AnswerStream:
         copies: list[dict[str, Any]] = []
         cursor = ""
         for _ in range(LOOKUP_PAGES):
-            await bucket.take()
+            await self.p.caller.acquire(bucket, max_wait=math.inf)
             try:
                 page = await self.p.caller.read(
                     "conversations.replies",

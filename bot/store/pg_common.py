@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.store.base import ChatSession, ThreadKey
+from bot.store.base import AnswerClaim, AnswerKey, ChatSession, OpenAnswer, ThreadKey
 
 SESSION_COLUMNS = (
     "agent_session_id",
@@ -33,6 +33,19 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "last_trace",
     ),
     "slack_events": ("event_id", "claimed_at"),
+    "slack_answers": (
+        "team_id",
+        "channel_id",
+        "message_ts",
+        "event_ids",
+        "question",
+        "owner",
+        "lease_expires_at",
+        "reply_ts",
+        "reply_native",
+        "status",
+        "attempts",
+    ),
     "slack_identities": ("team_id", "slack_user_id", "email", "user_id"),
 }
 
@@ -97,3 +110,27 @@ def session_from_row(key: ThreadKey, row: Mapping[str, Any]) -> ChatSession:
 def trace_json(trace: Mapping[str, Any]) -> str:
     """The trace as JSON text; values JSON lacks (datetimes, …) as their str(), like SQLite."""
     return json.dumps(trace, default=str)
+
+
+def answer_keys_json(keys: list[AnswerKey]) -> str:
+    """Answer keys as sql/009's functions take them: a JSON array of [team, channel, ts]."""
+    return json.dumps([[k.team_id, k.channel_id, k.message_ts] for k in keys])
+
+
+def open_answer_from_row(row: Mapping[str, Any]) -> OpenAnswer:
+    """A `slack_answers` row just taken over (asyncpg Record or PostgREST JSON object)."""
+    event_ids = list(row["event_ids"] or []) or [""]
+    claim = AnswerClaim(
+        key=AnswerKey(row["team_id"], row["channel_id"], row["message_ts"]),
+        event_id=str(event_ids[0]),
+        user_id=row["user_id"],
+        question=row["question"] or "",
+        thread_ts=row["thread_ts"],
+        channel_type=row["channel_type"],
+    )
+    return OpenAnswer(
+        claim,
+        attempts=int(row["attempts"]),
+        reply_ts=row["reply_ts"],
+        reply_native=bool(row["reply_native"]),
+    )

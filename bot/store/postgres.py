@@ -18,7 +18,10 @@ from bot.errors import StoreError
 from bot.store.base import (
     EVENT_RETENTION_HOURS,
     PRUNE_EVERY,
+    AnswerClaim,
+    AnswerKey,
     ChatSession,
+    OpenAnswer,
     StoreHealth,
     ThreadKey,
 )
@@ -26,7 +29,9 @@ from bot.store.pg_common import (
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
     UNIQUE_SESSION_ID_INDEX,
+    answer_keys_json,
     missing_columns,
+    open_answer_from_row,
     session_from_row,
     session_id_lock_missing,
     trace_json,
@@ -86,6 +91,22 @@ select coalesce((select indisunique from pg_index
 
 _TABLE_EXISTS = "select to_regclass($1) is not null"
 
+BUDGET_CONNECTIONS = 3  # per replica, besides the store's pool
+_RESERVE_BUDGET = "select public.reserve_slack_budget($1, $2, $3, $4, $5)"
+_PUSH_BUDGET = "select public.push_slack_budget($1, $2)"
+
+# Answers and leases: the atomic statements are sql/009's functions (shared with Supabase).
+_CLAIM_ANSWER = "select public.slack_answer_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_RENEW_LEASES = "select * from public.slack_answer_renew($1, $2, $3::jsonb)"
+_SET_REPLY = """
+update public.slack_answers set reply_ts = $4, reply_native = $5
+ where team_id = $1 and channel_id = $2 and message_ts = $3 and owner = $6
+"""
+_FINISH_ANSWER = "select public.slack_answer_finish($1, $2, $3, $4)"
+_RELEASE_ANSWERS = "select public.slack_answer_release($1, $2::jsonb)"
+_TAKE_OVER = "select * from public.slack_answer_take_over($1, $2, $3)"
+_PRUNE_ANSWERS = "select public.prune_slack_answers(make_interval(hours => $1))"
+
 
 def redacted_target(url: str) -> str:
     """`host:port/database` of a postgres:// URL, never the user name or password."""
@@ -100,6 +121,7 @@ def redacted_target(url: str) -> str:
 
 class PostgresStore:
     backend = "postgres"
+    shared = True
 
     def __init__(
         self,
@@ -117,6 +139,7 @@ class PostgresStore:
         self._max = max_connections
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
+        self._budget_pool: asyncpg.Pool | None = None  # Slack budget reservations (sql/008)
         self._claims = 0
 
     def __repr__(self) -> str:
@@ -142,6 +165,14 @@ class PostgresStore:
                     timeout=self._timeout,
                     command_timeout=self._timeout,
                 )
+                # Connections of their own: pacing Slack never queues behind session reads.
+                self._budget_pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=1,
+                    max_size=BUDGET_CONNECTIONS,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
+                )
             except ValueError as exc:  # a malformed DSN
                 raise StoreError(
                     f"POWABOT_STORE is not a valid Postgres URL ({self.target})"
@@ -149,6 +180,9 @@ class PostgresStore:
         log.info("store_opened", backend=self.backend, target=self.target)
 
     async def close(self) -> None:
+        if self._budget_pool is not None:
+            budget_pool, self._budget_pool = self._budget_pool, None
+            await budget_pool.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -193,6 +227,60 @@ class PostgresStore:
             claimed = await self.pool.fetchval(_CLAIM, event_id)
         return claimed is not None
 
+    async def claim_answer(self, claim: AnswerClaim, *, owner: str, lease: float) -> bool:
+        self._claims += 1
+        key = claim.key
+        async with self._translate("claim_answer"):
+            if self._claims % PRUNE_EVERY == 0:
+                await self.pool.execute(_PRUNE_ANSWERS, EVENT_RETENTION_HOURS)
+            claimed = await self.pool.fetchval(
+                _CLAIM_ANSWER,
+                key.team_id,
+                key.channel_id,
+                key.message_ts,
+                claim.event_id,
+                claim.user_id,
+                claim.question,
+                claim.thread_ts,
+                claim.channel_type,
+                owner,
+                lease,
+            )
+        return bool(claimed)
+
+    async def renew_leases(
+        self, keys: list[AnswerKey], *, owner: str, lease: float
+    ) -> set[AnswerKey]:
+        if not keys:
+            return set()
+        async with self._translate("renew_leases"):
+            rows = await self.pool.fetch(_RENEW_LEASES, owner, lease, answer_keys_json(keys))
+        return {AnswerKey(r["team_id"], r["channel_id"], r["message_ts"]) for r in rows}
+
+    async def set_reply(self, key: AnswerKey, *, owner: str, reply_ts: str, native: bool) -> None:
+        async with self._translate("set_reply"):
+            await self.pool.execute(
+                _SET_REPLY, key.team_id, key.channel_id, key.message_ts, reply_ts, native, owner
+            )
+
+    async def finish_answer(self, key: AnswerKey, *, owner: str) -> None:
+        async with self._translate("finish_answer"):
+            await self.pool.fetchval(
+                _FINISH_ANSWER, owner, key.team_id, key.channel_id, key.message_ts
+            )
+
+    async def release_answers(self, keys: list[AnswerKey], *, owner: str) -> int:
+        if not keys:
+            return 0
+        async with self._translate("release_answers"):
+            released = await self.pool.fetchval(_RELEASE_ANSWERS, owner, answer_keys_json(keys))
+        return int(released or 0)
+
+    async def take_over_answers(self, *, owner: str, lease: float, limit: int) -> list[OpenAnswer]:
+        async with self._translate("take_over_answers"):
+            rows = await self.pool.fetch(_TAKE_OVER, owner, lease, limit)
+        return [open_answer_from_row(row) for row in rows]
+
     async def health(self) -> StoreHealth:
         if self._pool is None:
             return StoreHealth(self.backend, False, False, f"{self.target} not open")
@@ -216,6 +304,29 @@ class PostgresStore:
                 self.backend, True, False, f"{self.target}: missing {', '.join(missing)}"
             )
         return StoreHealth(self.backend, True, True, self.target)
+
+    # Shared Slack budget (sql/008; bot.slack.shared_budget): one statement per reservation.
+
+    async def reserve_budget(
+        self, key: str, *, interval: float, burst: float, max_wait: float, reserve: float = 0.0
+    ) -> float | None:
+        """Seconds to wait before a Slack call on budget `key`, or None (not within
+        `max_wait`: nothing reserved). Raises StoreError."""
+        async with self._translate("reserve_budget"):
+            wait = await self._budgets().fetchval(
+                _RESERVE_BUDGET, key, interval, burst, max_wait, reserve
+            )
+        return None if wait is None else float(wait)
+
+    async def push_budget(self, key: str, seconds: float) -> None:
+        """Nobody spends budget `key` for `seconds` from now (Slack said 429)."""
+        async with self._translate("push_budget"):
+            await self._budgets().execute(_PUSH_BUDGET, key, seconds)
+
+    def _budgets(self) -> asyncpg.Pool:
+        if self._budget_pool is None:
+            raise StoreError("the Postgres store is not open")
+        return self._budget_pool
 
     async def has_table(self, name: str) -> bool:
         """Whether table `public.<name>` exists (`powabot doctor` asks about optional tables)."""

@@ -24,7 +24,10 @@ from bot.errors import StoreError
 from bot.store.base import (
     EVENT_RETENTION_HOURS,
     PRUNE_EVERY,
+    AnswerClaim,
+    AnswerKey,
     ChatSession,
+    OpenAnswer,
     StoreHealth,
     ThreadKey,
 )
@@ -32,7 +35,9 @@ from bot.store.pg_common import (
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
     SLACK_KEY_CONFLICT,
+    answer_keys_json,
     key_values,
+    open_answer_from_row,
     session_from_row,
     trace_json,
 )
@@ -48,6 +53,7 @@ _NOT_MIGRATED_CODES = frozenset({"42P01", "42703", "PGRST200", "PGRST204", "PGRS
 
 class SupabaseStore:
     backend = "supabase"
+    shared = True
 
     def __init__(
         self,
@@ -196,6 +202,113 @@ class SupabaseStore:
                 .execute()
             )
         return len(response.data) == 1
+
+    # Answers and leases: PostgREST's query builder has no `update … returning` over a
+    # subselect with `skip locked`, so the atomic statements are sql/009's functions (/rpc).
+
+    async def _rpc(self, function: str, params: dict[str, Any], action: str) -> Any:
+        async with self._translate(action):
+            response = await self.client.rpc(function, params).execute()
+        return response.data
+
+    async def claim_answer(self, claim: AnswerClaim, *, owner: str, lease: float) -> bool:
+        self._claims += 1
+        key = claim.key
+        if self._claims % PRUNE_EVERY == 0:
+            keep = f"{EVENT_RETENTION_HOURS} hours"
+            await self._rpc("prune_slack_answers", {"keep": keep}, "claim_answer (prune)")
+        claimed = await self._rpc(
+            "slack_answer_claim",
+            {
+                "p_team_id": key.team_id,
+                "p_channel_id": key.channel_id,
+                "p_message_ts": key.message_ts,
+                "p_event_id": claim.event_id,
+                "p_user_id": claim.user_id,
+                "p_question": claim.question,
+                "p_thread_ts": claim.thread_ts,
+                "p_channel_type": claim.channel_type,
+                "p_owner": owner,
+                "p_lease_seconds": lease,
+            },
+            "claim_answer",
+        )
+        return claimed is True
+
+    async def renew_leases(
+        self, keys: list[AnswerKey], *, owner: str, lease: float
+    ) -> set[AnswerKey]:
+        if not keys:
+            return set()
+        params = {
+            "p_owner": owner,
+            "p_lease_seconds": lease,
+            "p_keys": json.loads(answer_keys_json(keys)),
+        }
+        rows = await self._rpc("slack_answer_renew", params, "renew_leases")
+        return {AnswerKey(r["team_id"], r["channel_id"], r["message_ts"]) for r in rows or []}
+
+    async def set_reply(self, key: AnswerKey, *, owner: str, reply_ts: str, native: bool) -> None:
+        query = (
+            self.client.table("slack_answers")
+            .update({"reply_ts": reply_ts, "reply_native": native}, returning=ReturnMethod.minimal)
+            .eq("team_id", key.team_id)
+            .eq("channel_id", key.channel_id)
+            .eq("message_ts", key.message_ts)
+            .eq("owner", owner)
+        )
+        async with self._translate("set_reply"):
+            await query.execute()
+
+    async def finish_answer(self, key: AnswerKey, *, owner: str) -> None:
+        params = {
+            "p_owner": owner,
+            "p_team_id": key.team_id,
+            "p_channel_id": key.channel_id,
+            "p_message_ts": key.message_ts,
+        }
+        await self._rpc("slack_answer_finish", params, "finish_answer")
+
+    async def release_answers(self, keys: list[AnswerKey], *, owner: str) -> int:
+        if not keys:
+            return 0
+        params = {"p_owner": owner, "p_keys": json.loads(answer_keys_json(keys))}
+        released = await self._rpc("slack_answer_release", params, "release_answers")
+        return int(released or 0)
+
+    async def take_over_answers(self, *, owner: str, lease: float, limit: int) -> list[OpenAnswer]:
+        params = {"p_owner": owner, "p_lease_seconds": lease, "p_limit": limit}
+        rows = await self._rpc("slack_answer_take_over", params, "take_over_answers")
+        return [open_answer_from_row(row) for row in rows or []]
+
+    # Shared Slack budget (sql/008; bot.slack.shared_budget): one RPC per reservation.
+
+    async def reserve_budget(
+        self, key: str, *, interval: float, burst: float, max_wait: float, reserve: float = 0.0
+    ) -> float | None:
+        """Seconds to wait before a Slack call on budget `key`, or None (not within
+        `max_wait`: nothing reserved). Raises StoreError."""
+        params = {
+            "p_key": key,
+            "p_interval": interval,
+            "p_burst": burst,
+            "p_max_wait": max_wait,
+            "p_reserve": reserve,
+        }
+        async with self._translate("reserve_budget"):
+            response = await self.client.rpc("reserve_slack_budget", params).execute()
+        wait = response.data
+        if wait is None or wait == []:
+            return None
+        if not isinstance(wait, int | float):
+            raise StoreError(f"Supabase store {self.url}: reserve_budget: unexpected {wait!r}")
+        return float(wait)
+
+    async def push_budget(self, key: str, seconds: float) -> None:
+        """Nobody spends budget `key` for `seconds` from now (Slack said 429)."""
+        params = {"p_key": key, "p_seconds": seconds}
+        async with self._translate("push_budget"):
+            await self.client.rpc("push_slack_budget", params).execute()
 
     async def has_table(self, name: str) -> bool:
         """Whether table `public.<name>` is there (`powabot doctor` asks about optional tables)."""

@@ -1,6 +1,7 @@
 """The PostgREST stand-in server: aiohttp on 127.0.0.1 (port 0) in front of a real Postgres.
 
-Like Supabase's gateway + PostgREST: `/rest/v1/<table>` answers only with an `apikey` header;
+Like Supabase's gateway + PostgREST: `/rest/v1/<table>` (and `POST /rest/v1/rpc/<function>`,
+named arguments in a JSON object) answers only with an `apikey` header;
 the `Authorization: Bearer <JWT>` (HS256, signed with the stand-in's secret) picks the role,
 and each request runs in one transaction after
 `set_config('role', <role>, true)` and `set_config('request.jwt.claims', <claims>, true)`,
@@ -42,6 +43,16 @@ select a.attname::text, format_type(a.atttypid, a.atttypmod),
  where a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2))
    and a.attnum > 0 and not a.attisdropped
  order by a.attnum
+"""
+
+
+# The functions of one name in an exposed schema: argument names and types, and what they return.
+_FUNCTIONS = """
+select coalesce(p.proargnames[1:p.pronargs], array[]::text[]),
+       array(select format_type(t, null) from unnest(p.proargtypes) t),
+       p.pronargdefaults, p.proretset
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where n.nspname = $1 and p.proname = $2 and p.prokind = 'f'
 """
 
 
@@ -118,6 +129,7 @@ class PostgrestStandin(LoopbackServer):
         self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
         app = web.Application()
         app.router.add_route("*", "/rest/v1/{table}", self._handle)
+        app.router.add_route("*", "/rest/v1/rpc/{function}", self._handle)
         port = await self.serve(app, shutdown_timeout=0.5)
         self.url = f"http://127.0.0.1:{port}"
 
@@ -152,7 +164,9 @@ class PostgrestStandin(LoopbackServer):
         return None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        table_name = request.match_info["table"]
+        function = request.match_info.get("function")
+        # Calls are recorded (and faults matched) as table "rpc/<function>".
+        table_name = f"rpc/{function}" if function else request.match_info["table"]
         body: Any = None
         role = "?"
         try:
@@ -234,6 +248,13 @@ class PostgrestStandin(LoopbackServer):
         prefer = parse_prefer(request.headers.getall("Prefer", []))
         select = query.get("select")
         assert self._pool is not None
+        if table_name.startswith("rpc/"):
+            if method != "POST":
+                raise RequestError(405, "PGRST117", f"Unsupported HTTP method: {method}")
+            async with self._pool.acquire() as conn, conn.transaction():
+                stmt = await self._call(conn, schema, table_name[len("rpc/") :], body)
+                result = await self._run_as(conn, claims, stmt)
+            return web.Response(text=result, status=200, content_type="application/json")
         async with self._pool.acquire() as conn, conn.transaction():
             table = await self._table(conn, schema, table_name)
             if method == "GET":
@@ -255,6 +276,35 @@ class PostgrestStandin(LoopbackServer):
                 raise RequestError(405, "PGRST117", f"Unsupported HTTP method: {method}")
             result = await self._run_as(conn, claims, stmt)
         return self._respond(method, prefer, result)
+
+    async def _call(self, conn: asyncpg.Connection, schema: str, name: str, body: Any) -> Statement:
+        """`select` of function `name` with the body's named arguments, as PostgREST answers:
+        a set as a JSON array of rows, anything else as its JSON value."""
+        args = body if isinstance(body, dict) else {}
+        for names, types, defaults, returns_set in await conn.fetch(_FUNCTIONS, schema, name):
+            required = set(names[: len(names) - defaults])
+            if not required <= set(args) or not set(args) <= set(names):
+                continue
+            values: list[Any] = []
+            named: list[str] = []
+            for arg, value in args.items():
+                sql_type = types[names.index(arg)]
+                if value is not None and not isinstance(value, str):
+                    value = json.dumps(value)  # numbers, booleans, arrays, objects: JSON text
+                values.append(value)
+                named.append(f'"{arg}" => ${len(values)}::text::{sql_type}')
+            call = f'"{schema}"."{name}"({", ".join(named)})'
+            if returns_set:
+                sql = f"select coalesce(json_agg(r), '[]')::text from {call} r"
+            else:
+                sql = f"select coalesce(to_json({call})::text, 'null')"
+            return Statement(sql, values)
+        raise RequestError(
+            404,
+            "PGRST202",
+            f"Could not find the function {schema}.{name}({', '.join(sorted(args))})"
+            " in the schema cache",
+        )
 
     async def _table(self, conn: asyncpg.Connection, schema: str, name: str) -> Table:
         rows = await conn.fetch(_CATALOG, schema, name)

@@ -28,7 +28,7 @@ from sandbox.slack.events import (
 )
 from sandbox.slack.faults import Chaos, Fault, Injection, Reply, default_status
 from sandbox.slack.ratelimit import RateLimiter, RateLimits
-from sandbox.slack.socket_mode import Delivery, SocketModeHub
+from sandbox.slack.socket_mode import MAX_CONNECTIONS, Delivery, SocketModeHub
 from sandbox.slack.store import MessageStore, StoredMessage
 from sandbox.slack.web_api import ApiConfig, ApiError, AssistantThread, StoredFile, WebApi
 
@@ -91,6 +91,9 @@ class SlackStandin(LoopbackServer):
         echo_bot_messages: bool = True,
         stream_ttl: float = 300.0,
         max_retries: int = 3,
+        max_socket_connections: int = MAX_CONNECTIONS,
+        socket_seed: int | None = None,
+        redeliver_once: bool = False,
     ) -> None:
         self.workspace = Workspace(team_id, app_id, bot_user_id, bot_id)
         self.bot_token = bot_token
@@ -110,7 +113,13 @@ class SlackStandin(LoopbackServer):
         self._event_ids = itertools.count(1)
         self._changed = asyncio.Event()
         self.hub = SocketModeHub(
-            app_id=app_id, ack_timeout=ack_timeout, max_retries=max_retries, on_change=self._notify
+            app_id=app_id,
+            ack_timeout=ack_timeout,
+            max_retries=max_retries,
+            on_change=self._notify,
+            max_connections=max_socket_connections,
+            seed=socket_seed,
+            redeliver_once=redeliver_once,
         )
         self.api = WebApi(
             ws=self.workspace,

@@ -1,10 +1,19 @@
-"""Socket Mode server side: hello, envelopes spread over connections, acks and redelivery."""
+"""Socket Mode server side: hello, envelopes spread over connections, acks and redelivery.
+
+Like Slack with several replicas of an app (../shared/ops-notes.md): at most `max_connections`
+(10) live connections per app, one more is told `too_many_websockets` and closed; each envelope
+goes to any ONE live connection, picked at random (seedable: `seed`); an envelope not acked
+within `ack_timeout` is sent again, maybe down another connection, with `retry_attempt` + 1 and
+`retry_reason` "timeout". With `redeliver_once`, every event is also sent a second time, in a
+new envelope (same event id, `retry_attempt` 1), down another live connection when there is one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import random
 import time
 import uuid
 from collections import deque
@@ -16,6 +25,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 log = structlog.get_logger(__name__)
+
+MAX_CONNECTIONS = 10  # Slack: "up to 10 simultaneous WebSocket connections" per app
 
 
 @dataclass(frozen=True)
@@ -34,11 +45,23 @@ class SocketModeHub:
     """Tracks the app's WebSocket connections and every envelope until it is acked."""
 
     def __init__(
-        self, *, app_id: str, ack_timeout: float, max_retries: int, on_change: Callable[[], None]
+        self,
+        *,
+        app_id: str,
+        ack_timeout: float,
+        max_retries: int,
+        on_change: Callable[[], None],
+        max_connections: int = MAX_CONNECTIONS,
+        seed: int | None = None,
+        redeliver_once: bool = False,
     ) -> None:
         self.app_id = app_id
         self.ack_timeout = ack_timeout
         self.max_retries = max_retries
+        self.max_connections = max_connections
+        self.redeliver_once = redeliver_once
+        self.refused_connections = 0  # told too_many_websockets
+        self._rng = random.Random(seed)
         self.acked: set[str] = set()
         self.deliveries: list[Delivery] = []
         self._on_change = on_change
@@ -46,7 +69,6 @@ class SocketModeHub:
         self._live: list[web.WebSocketResponse] = []  # connected and not told to disconnect
         self._all: dict[web.WebSocketResponse, int] = {}
         self._connection_numbers = 0
-        self._next = 0
         self._queue: deque[str] = deque()  # envelope ids waiting for a connection
         self._envelopes: dict[str, dict[str, Any]] = {}
         self._awaiting_ack: set[str] = set()
@@ -69,6 +91,15 @@ class SocketModeHub:
             return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
         ws = web.WebSocketResponse(autoping=True, timeout=2.0)
         await ws.prepare(request)
+        if len(self._live) >= self.max_connections:
+            self.refused_connections += 1
+            log.info("socket_mode_too_many_websockets", live=len(self._live))
+            disconnect = {"type": "disconnect", "reason": "too_many_websockets"}
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps({**disconnect, "debug_info": {"host": "standin"}}))
+            await ws.close()
+            self._on_change()
+            return ws
         self._connection_numbers += 1
         self._all[ws] = self._connection_numbers
         hello = {
@@ -126,6 +157,19 @@ class SocketModeHub:
         else:
             self._queue.append(env["envelope_id"])
 
+    async def _redeliver_elsewhere(self, envelope_id: str, first: web.WebSocketResponse) -> None:
+        """`redeliver_once`: the event again, in a new envelope, down another connection."""
+        env = self._envelopes[envelope_id]
+        copy = {
+            **env,
+            "envelope_id": str(uuid.uuid4()),
+            "retry_attempt": env["retry_attempt"] + 1,
+            "retry_reason": "timeout",
+            "redelivery": True,
+        }
+        self._envelopes[copy["envelope_id"]] = copy
+        await self._transmit(copy["envelope_id"], avoid=first)
+
     async def resend(self, envelope_id: str, reason: str) -> None:
         """Send a known envelope again with retry_attempt + 1."""
         env = self._envelopes.get(envelope_id)
@@ -142,12 +186,22 @@ class SocketModeHub:
         while self._queue and self._live:
             await self._transmit(self._queue.popleft())
 
-    async def _transmit(self, envelope_id: str) -> None:
+    def _pick(self, avoid: web.WebSocketResponse | None) -> web.WebSocketResponse:
+        """Any one live connection, at random; another than `avoid` when there is one."""
+        choices = [ws for ws in self._live if ws is not avoid] or self._live
+        return self._rng.choice(choices)
+
+    async def _transmit(
+        self, envelope_id: str, *, avoid: web.WebSocketResponse | None = None
+    ) -> None:
         env = self._envelopes[envelope_id]
-        ws = self._live[self._next % len(self._live)]
-        self._next += 1
+        if not self._live:
+            self._queue.append(envelope_id)
+            return
+        ws = self._pick(avoid)
+        wire = {k: v for k, v in env.items() if k != "redelivery"}
         try:
-            await ws.send_str(json.dumps(env))
+            await ws.send_str(json.dumps(wire))
         except (ConnectionError, RuntimeError):
             self._drop(ws)
             self._queue.append(envelope_id)
@@ -173,6 +227,10 @@ class SocketModeHub:
             self.ack_timeout, self._ack_timed_out, envelope_id
         )
         self._on_change()
+        first = env["retry_attempt"] == 0 and not env.get("redelivery")
+        if self.redeliver_once and first and env.get("type") == "events_api":
+            env["redelivery"] = False  # only once, even if this envelope is retried later
+            await self._redeliver_elsewhere(envelope_id, ws)
 
     def _ack_timed_out(self, envelope_id: str) -> None:
         self._timers.pop(envelope_id, None)

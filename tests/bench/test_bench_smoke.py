@@ -34,13 +34,27 @@ EXPECTED_FIGURES = LATENCY_FIGURES | {
     "chaos_complete",
     "chaos_notice",
     "chaos_lost",
+    "replicas_runs",
+    "replicas_exact",
+    "replicas_429",
+    "replicas_duplicates",
+    "replicas_kill_exact",
+    "replicas_resumed_p99",
+    "replicas_takeover",
+    "replicas_db_ms",
 }
 
 
 async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     """A tiny run of all four phases answers every question and reports a value for each figure."""
     cfg = quick().replace(
-        latency_answers=3, answers=6, one_channel_answers=4, streams=8, chaos_answers=8
+        latency_answers=3,
+        answers=6,
+        one_channel_answers=4,
+        streams=8,
+        chaos_answers=8,
+        replicas_answers=6,
+        replicas_kill_answers=6,
     )
     report = await run_bench(cfg, tmp_path)
     by_key = {f.key: f for f in report.figures}
@@ -52,6 +66,8 @@ async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
         if name != "chaos":  # chaos runs fail on purpose; none may be lost
             assert all(o.run_status == "completed" for o in result.outcomes), name
     assert by_key["chaos_lost"].value == 0, report.to_json()["phases"]["chaos"]["chaos"]
+    replicas = report.to_json()["phases"]["replicas"]
+    assert by_key["replicas_kill_exact"].passed, replicas  # every answer finished after SIGKILL
     document = report.to_json()
     assert {f["key"] for f in document["figures"]} == EXPECTED_FIGURES
     json.dumps(document)  # the --json document must be serialisable as is

@@ -62,6 +62,9 @@ class BrokenSessions:
     async def claim_event(self, event_id: str) -> bool:
         return await self.inner.claim_event(event_id)
 
+    def __getattr__(self, name: str) -> Any:  # answers and their leases: the inner store's
+        return getattr(self.inner, name)
+
     async def get_session(self, key: ThreadKey) -> Any:
         raise StoreError("connection refused")
 

@@ -24,6 +24,7 @@ from bot.state import AnswerState, Phase
 from sandbox.slack import RateLimits, SlackStandin
 from tests.conftest import bot_settings, running_bot
 from tests.e2e.answers import ALICE, ask, expected_text
+from tests.fakes import FakeClock
 
 
 def answer_message(slack: Any, channel: str, thread_ts: str) -> Any:
@@ -177,22 +178,6 @@ async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
     state.phase = Phase.DONE
     await stream.finish()
     assert "14 days" in shown()
-
-
-class FakeClock:
-    """Time that moves only when something sleeps: retries run without really waiting."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 def fake_clock_publisher(slack: Any, clock: FakeClock, **options: Any) -> Publisher:

@@ -10,6 +10,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,43 @@ def line_of(out: str, label: str) -> str:
     return found[0]
 
 
-@pytest.fixture(autouse=True)
-def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no developer's .env is read
+@dataclass
+class Doctor:
+    """`powabot doctor` wired to this test's stand-ins: `env(**changes)` builds its environment,
+    `run(env, *args)` runs it (exit code and stdout)."""
+
+    slack: Any
+    powabase: Any
+    tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def env(self, **extra: str | None) -> dict[str, str]:
+        return _env(self.slack, self.powabase, self.tmp_path, **extra)
+
+    async def run(self, env: dict[str, str], *args: str) -> tuple[int, str]:
+        return await doctor(self.monkeypatch, self.capsys, env, *args)
 
 
-async def test_all_green_lists_every_check_and_exits_0(
+@pytest.fixture
+def d(
     slack: Any,
     powabase: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:
+) -> Doctor:
+    return Doctor(slack, powabase, tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture(autouse=True)
+def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no developer's .env is read
+
+
+async def test_all_green_lists_every_check_and_exits_0(d: Doctor) -> None:
     """A working Socket Mode deployment: every check is listed, passed or not applicable, exit 0."""
-    code, out = await doctor(monkeypatch, capsys, _env(slack, powabase, tmp_path))
+    code, out = await d.run(d.env())
     assert code == 0, out
     lines = out.splitlines()
     assert [line[2:].split(":")[0] for line in lines[:-1]] == list(LABELS)
@@ -98,21 +122,15 @@ async def test_all_green_lists_every_check_and_exits_0(
         "– budget table: not applicable (SQLite: in-process budget)"
     )
     assert lines[-1].startswith("all good: 8 passed, 0 failed")
-    for secret in (slack.bot_token, slack.app_token, powabase.api_key):
+    for secret in (d.slack.bot_token, d.slack.app_token, d.powabase.api_key):
         assert secret not in out
 
 
-async def test_bad_bot_token_fails_naming_the_check_and_its_fix(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_bad_bot_token_fails_naming_the_check_and_its_fix(d: Doctor) -> None:
     """A bot token Slack refuses: exit 1, the bot token line says why and how to fix it, the
     other checks still run."""
-    env = _env(slack, powabase, tmp_path, SLACK_BOT_TOKEN="xoxb-not-the-right-token")
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(SLACK_BOT_TOKEN="xoxb-not-the-right-token")
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "bot token") == (
         "✗ bot token: Slack says invalid_auth — set SLACK_BOT_TOKEN to the app's Bot User OAuth"
@@ -124,30 +142,18 @@ async def test_bad_bot_token_fails_naming_the_check_and_its_fix(
     assert "xoxb-not-the-right-token" not in out
 
 
-async def test_revoked_bot_token_is_reported_as_slack_says(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_revoked_bot_token_is_reported_as_slack_says(d: Doctor) -> None:
     """Slack's own refusal code (token_revoked) is what the bot token line shows."""
-    slack.inject("auth.test", error="token_revoked")
-    code, out = await doctor(monkeypatch, capsys, _env(slack, powabase, tmp_path))
+    d.slack.inject("auth.test", error="token_revoked")
+    code, out = await d.run(d.env())
     assert code == 1
     assert line_of(out, "bot token").startswith("✗ bot token: Slack says token_revoked — set")
 
 
-async def test_missing_scope_is_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_missing_scope_is_named(d: Doctor) -> None:
     """An app installed without files:write: the scopes check fails naming it and the fix."""
-    slack.granted_scopes = tuple(s for s in INSTALLED_BOT_SCOPES if s != "files:write")
-    code, out = await doctor(monkeypatch, capsys, _env(slack, powabase, tmp_path))
+    d.slack.granted_scopes = tuple(s for s in INSTALLED_BOT_SCOPES if s != "files:write")
+    code, out = await d.run(d.env())
     assert code == 1
     assert line_of(out, "scopes") == (
         "✗ scopes: missing files:write — add it under OAuth & Permissions → Bot Token Scopes"
@@ -156,30 +162,18 @@ async def test_missing_scope_is_named(
     assert line_of(out, "bot token").startswith("✓ ")
 
 
-async def test_extra_scopes_pass_but_are_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_extra_scopes_pass_but_are_named(d: Doctor) -> None:
     """Scopes granted beyond what powabot needs do not fail doctor, but are listed."""
-    slack.granted_scopes = (*INSTALLED_BOT_SCOPES, "users:read")
-    code, out = await doctor(monkeypatch, capsys, _env(slack, powabase, tmp_path))
+    d.slack.granted_scopes = (*INSTALLED_BOT_SCOPES, "users:read")
+    code, out = await d.run(d.env())
     assert code == 0
     assert line_of(out, "scopes").endswith("; also granted, not needed: users:read")
 
 
-async def test_bad_app_token_fails_in_socket_mode(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_bad_app_token_fails_in_socket_mode(d: Doctor) -> None:
     """An app token Slack refuses fails the app token check with its fix; the bot token passes."""
-    env = _env(slack, powabase, tmp_path, SLACK_APP_TOKEN="xapp-not-the-right-token")
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(SLACK_APP_TOKEN="xapp-not-the-right-token")
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "app token").startswith(
         "✗ app token: Slack says invalid_auth — set SLACK_APP_TOKEN to an app-level token (xapp-…)"
@@ -187,31 +181,19 @@ async def test_bad_app_token_fails_in_socket_mode(
     assert line_of(out, "bot token").startswith("✓ ")
 
 
-async def test_bot_token_given_as_app_token_fails(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_bot_token_given_as_app_token_fails(d: Doctor) -> None:
     """The xoxb token pasted into SLACK_APP_TOKEN: Slack's not_allowed_token_type is shown."""
-    env = _env(slack, powabase, tmp_path, SLACK_APP_TOKEN=slack.bot_token)
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(SLACK_APP_TOKEN=d.slack.bot_token)
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "app token").startswith("✗ app token: Slack says not_allowed_token_type")
 
 
-async def test_http_mode_without_signing_secret_fails_as_a_check(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_http_mode_without_signing_secret_fails_as_a_check(d: Doctor) -> None:
     """HTTP mode (no app token) without a signing secret is a failed check (exit 1, not 2)."""
-    env = _env(slack, powabase, tmp_path)
+    env = d.env()
     del env["SLACK_APP_TOKEN"]
-    code, out = await doctor(monkeypatch, capsys, env)
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "signing secret").startswith(
         "✗ signing secret: HTTP mode (SLACK_APP_TOKEN not set) needs SLACK_SIGNING_SECRET"
@@ -222,17 +204,11 @@ async def test_http_mode_without_signing_secret_fails_as_a_check(
     )
 
 
-async def test_http_mode_with_signing_secret_passes(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_http_mode_with_signing_secret_passes(d: Doctor) -> None:
     """HTTP mode with a signing secret passes, and points at the HTTP-mode manifest."""
-    env = _env(slack, powabase, tmp_path, SLACK_SIGNING_SECRET="0123456789abcdef0123456789abcdef")
+    env = d.env(SLACK_SIGNING_SECRET="0123456789abcdef0123456789abcdef")
     del env["SLACK_APP_TOKEN"]
-    code, out = await doctor(monkeypatch, capsys, env)
+    code, out = await d.run(env)
     assert code == 0, out
     assert line_of(out, "signing secret").startswith("✓ signing secret: set")
     assert "0123456789abcdef" not in out
@@ -244,17 +220,11 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_unreachable_powabase_is_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_unreachable_powabase_is_named(d: Doctor) -> None:
     """Nothing listening at POWABASE_URL: the Powabase check fails; key and orchestration are
     not checked; Slack and the store still are."""
     url = f"http://127.0.0.1:{_closed_port()}"
-    code, out = await doctor(monkeypatch, capsys, _env(slack, powabase, tmp_path, POWABASE_URL=url))
+    code, out = await d.run(d.env(POWABASE_URL=url))
     assert code == 1
     assert line_of(out, "Powabase").startswith(f"✗ Powabase: cannot reach {url}: ConnectError")
     assert "— check POWABASE_URL" in line_of(out, "Powabase")
@@ -264,16 +234,10 @@ async def test_unreachable_powabase_is_named(
     assert line_of(out, "store").startswith("✓ ")
 
 
-async def test_wrong_api_key_is_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_wrong_api_key_is_named(d: Doctor) -> None:
     """A key Powabase refuses (401): the API key check fails with Powabase's words and the fix."""
-    env = _env(slack, powabase, tmp_path, POWABASE_API_KEY="pb-wrong-key-0123456789")
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(POWABASE_API_KEY="pb-wrong-key-0123456789")
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "Powabase").startswith("✓ Powabase: answering at ")
     assert line_of(out, "API key") == (
@@ -284,16 +248,10 @@ async def test_wrong_api_key_is_named(
     assert "pb-wrong-key-0123456789" not in out
 
 
-async def test_unknown_orchestration_is_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_unknown_orchestration_is_named(d: Doctor) -> None:
     """An orchestration id Powabase does not know (404): the orchestration check fails."""
-    env = _env(slack, powabase, tmp_path, POWABASE_ORCHESTRATION_ID="orch-that-is-not-there")
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(POWABASE_ORCHESTRATION_ID="orch-that-is-not-there")
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "API key") == "✓ API key: accepted"
     assert line_of(out, "orchestration").startswith(
@@ -302,21 +260,15 @@ async def test_unknown_orchestration_is_named(
     assert "set POWABASE_ORCHESTRATION_ID to the id `powabot provision` prints" in out
 
 
-async def test_orchestration_without_entities_is_named(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_orchestration_without_entities_is_named(d: Doctor) -> None:
     """An orchestration with no agents in it fails: no agent would answer."""
-    headers = {"apikey": powabase.api_key, "Authorization": f"Bearer {powabase.api_key}"}
-    async with httpx.AsyncClient(base_url=powabase.url, headers=headers) as http:
+    headers = {"apikey": d.powabase.api_key, "Authorization": f"Bearer {d.powabase.api_key}"}
+    async with httpx.AsyncClient(base_url=d.powabase.url, headers=headers) as http:
         created = await http.post("/api/orchestrations", json={"name": "Empty Team"})
         created.raise_for_status()
     orch_id = created.json()["id"]
-    env = _env(slack, powabase, tmp_path, POWABASE_ORCHESTRATION_ID=orch_id)
-    code, out = await doctor(monkeypatch, capsys, env)
+    env = d.env(POWABASE_ORCHESTRATION_ID=orch_id)
+    code, out = await d.run(env)
     assert code == 1
     assert line_of(out, "orchestration") == (
         f"✗ orchestration: Empty Team ({orch_id}) has no entities: no agent would answer"
@@ -340,17 +292,11 @@ async def test_nothing_configured_names_every_missing_variable(
     assert line_of(out, "store").startswith("✓ store: sqlite at ")
 
 
-async def test_json_output_has_the_same_verdicts(
-    slack: Any,
-    powabase: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_json_output_has_the_same_verdicts(d: Doctor) -> None:
     """`--output json` is one JSON document with every check and the verdicts the text shows."""
-    env = _env(slack, powabase, tmp_path, POWABASE_API_KEY="pb-wrong-key-0123456789")
-    text_code, text = await doctor(monkeypatch, capsys, env)
-    json_code, out = await doctor(monkeypatch, capsys, env, "--output", "json")
+    env = d.env(POWABASE_API_KEY="pb-wrong-key-0123456789")
+    text_code, text = await d.run(env)
+    json_code, out = await d.run(env, "--output", "json")
     report = json.loads(out)
     assert json_code == text_code == report["exit_code"] == 1
     assert report["ok"] is False and report["mode"] == "socket"

@@ -10,7 +10,6 @@ instead of edit and leave no stale copy, fail fast, alert the operator without a
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from bot.state import AnswerState, Phase
 from sandbox.slack import ApiCall, SlackStandin
 from tests.conftest import running_bot
 from tests.e2e.answers import ALICE, ask, bot_replies, expected_text
+from tests.fakes import FakeClock
 
 ANSWER = "Refunds for annual Pro plans are issued within 30 days of purchase."
 
@@ -83,21 +83,6 @@ async def test_a_text_plain_http_200_on_the_final_edit_is_retried(slack: SlackSt
     assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
     assert [c.status for c in slack.calls_to("chat.update")] == [200, 200, 200]
     assert len(injected(slack, "chat.update")) == 2
-
-
-class FakeClock:
-    """Time that moves only when something sleeps; `at` notes it for every Slack call."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.at: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 async def test_a_429_with_an_http_date_retry_after_is_waited_out(slack: SlackStandin) -> None:

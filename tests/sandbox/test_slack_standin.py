@@ -493,13 +493,67 @@ async def test_events_queue_until_connected_and_survive_disconnect(standin: Slac
     assert len(standin.calls_to("apps.connections.open")) == 2
 
 
-async def test_envelopes_spread_over_connections(standin: SlackStandin) -> None:
-    """With two connections open, both receive envelopes."""
-    async with _socket_app(standin, lambda app: None, connections=2):
-        for i in range(4):
-            await standin.deliver({"type": "reaction_added", "event_ts": f"{i}.000001"})
-        await standin.wait_for(lambda: len(standin.deliveries) >= 4)
-        assert len({d.connection for d in standin.deliveries[:4]}) == 2
+async def test_envelopes_go_to_any_one_live_connection_at_random() -> None:
+    """Like Slack with several replicas: each envelope goes down one connection, picked at
+    random, so every connection gets some and none gets them in a fixed turn."""
+    async with SlackStandin(ack_timeout=30, socket_seed=7) as standin:
+        async with _socket_app(standin, lambda app: None, connections=3):
+            for i in range(30):
+                await standin.deliver({"type": "reaction_added", "event_ts": f"{i}.000001"})
+            await standin.wait_for(lambda: len(standin.deliveries) >= 30)
+        first = standin.deliveries[:30]
+    assert len({d.envelope_id for d in first}) == 30  # one connection each
+    assert {d.connection for d in first} == {1, 2, 3}
+    turns = [d.connection for d in first]
+    assert turns != [1, 2, 3] * 10  # not round-robin
+
+
+async def test_more_than_ten_connections_are_refused_too_many_websockets() -> None:
+    """The 11th live connection of an app is told `too_many_websockets` and closed; the ten
+    before it stay connected."""
+    async with SlackStandin() as standin, aiohttp.ClientSession() as session:
+        sockets = []
+        try:
+            for _ in range(11):
+                opened = await _client(standin).apps_connections_open(app_token=standin.app_token)
+                ws = await session.ws_connect(str(opened["url"]))
+                sockets.append(ws)
+                first = await ws.receive_json(timeout=5)
+                if first["type"] != "hello":
+                    break
+            assert [first["type"], first["reason"]] == ["disconnect", "too_many_websockets"]
+            assert len(sockets) == 11
+            closing = await sockets[-1].receive(timeout=5)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert standin.hub.num_connections == 10
+            assert standin.hub.refused_connections == 1
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+
+async def test_redeliver_once_sends_each_event_again_down_another_connection() -> None:
+    """The bench's duplicate delivery: each event comes twice, in two envelopes, down two
+    different connections, the second with retry_attempt 1 (Bolt's x-slack-retry-num)."""
+    seen: list[tuple[str, str]] = []
+
+    def register(app: AsyncApp) -> None:
+        @app.event("message")
+        async def on_message(body: dict[str, Any], request: AsyncBoltRequest) -> None:
+            seen.append((body["event_id"], request.headers.get("x-slack-retry-num", ["?"])[0]))
+
+    async with SlackStandin(ack_timeout=5, socket_seed=3, redeliver_once=True) as standin:
+        async with _socket_app(standin, register, connections=2):
+            said = await standin.user_says(user="U1", text="hello", channel="D1")
+            await standin.wait_for(lambda: len(seen) == 2)
+            await standin.wait_for(lambda: len(standin.acked) >= 2)
+        copies = [d for d in standin.deliveries if d.event_id == said.event_id]
+    assert sorted(seen) == [(said.event_id, "0"), (said.event_id, "1")]
+    assert len(copies) == 2
+    assert copies[0].connection != copies[1].connection
+    assert copies[0].envelope_id != copies[1].envelope_id
+    assert [c.retry_attempt for c in copies] == [0, 1]
+    assert copies[1].retry_reason == "timeout"
 
 
 # --- HTTP mode -------------------------------------------------------------------------------

@@ -147,3 +147,40 @@ async def test_injected_fault_is_served_once(
     healed = await http.get(f"{postgrest.url}/rest/v1/slack_events", headers=service)
     assert (failed.status_code, failed.json()["message"]) == (503, "injected fault")
     assert (healed.status_code, healed.json()) == (200, [])
+
+
+async def test_rpc_calls_functions_with_named_arguments_as_postgrest_does(
+    postgrest: PostgrestStandin, http: httpx.AsyncClient, jwt_secret: str
+) -> None:
+    """POST /rpc/<fn> with a JSON object of arguments: a scalar comes back as its JSON value,
+    a set as an array of rows; an unknown function is 404 PGRST202; the grants still apply
+    (sql/009's functions are the service role's only)."""
+    service = _headers(make_jwt(jwt_secret, "service_role"))
+    claim = {
+        "p_team_id": "T1",
+        "p_channel_id": "D1",
+        "p_message_ts": "1.000001",
+        "p_event_id": "Ev1",
+        "p_user_id": "U1",
+        "p_question": "why?",
+        "p_thread_ts": None,
+        "p_channel_type": "im",
+        "p_owner": "r1",
+        "p_lease_seconds": 0,
+    }
+    rpc = f"{postgrest.url}/rest/v1/rpc"
+    first = await http.post(f"{rpc}/slack_answer_claim", headers=service, json=claim)
+    again = await http.post(f"{rpc}/slack_answer_claim", headers=service, json=claim)
+    assert (first.status_code, first.json(), again.json()) == (200, True, False)
+    taken = await http.post(
+        f"{rpc}/slack_answer_take_over",
+        headers=service,
+        json={"p_owner": "r2", "p_lease_seconds": 60, "p_limit": 5},
+    )
+    (row,) = taken.json()
+    assert (row["owner"], row["attempts"], row["question"]) == ("r2", 2, "why?")
+    missing = await http.post(f"{rpc}/no_such_function", headers=service, json={})
+    assert (missing.status_code, missing.json()["code"]) == (404, "PGRST202")
+    user = _headers(make_jwt(jwt_secret, "authenticated", sub=str(uuid.uuid4())))
+    refused = await http.post(f"{rpc}/slack_answer_claim", headers=user, json=claim)
+    assert (refused.status_code, refused.json()["code"]) == (403, "42501")

@@ -3,7 +3,6 @@ the retry rule it feeds (one call through the Slack stand-in, on a fake clock)."
 
 from __future__ import annotations
 
-import asyncio
 import time
 from email.utils import formatdate
 from typing import Any
@@ -18,6 +17,7 @@ from bot.retry import MAX_RETRY_AFTER
 from bot.slack.budget import TokenBucket
 from bot.slack.calls import RateLimited, SlackCaller, Transient, classify, translate
 from sandbox.slack import SlackStandin
+from tests.fakes import FakeClock
 
 ENVOY = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
@@ -116,22 +116,6 @@ def test_a_retry_after_on_a_refusal_that_is_not_a_5xx_is_no_wait() -> None:
     """`Retry-After` only means "come back then" on a 429 or a 5xx."""
     refused = classify("chat.update", 200, {"ok": False, "error": "internal_error"}, "7")
     assert isinstance(refused, Transient) and refused.retry_after is None
-
-
-class FakeClock:
-    """Time that moves only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 async def test_a_503_with_retry_after_is_retried_after_that_not_after_backoff(

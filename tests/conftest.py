@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 import structlog
 
+# Postgres fixtures (one throwaway cluster for the run) for every suite that needs them.
+pytest_plugins = ["tests.postgres"]
+
 REPO = Path(__file__).resolve().parent.parent
 SEED_CONTENT = REPO / "seed-content"
 SCRUBBED_PREFIXES = ("SLACK_", "POWABASE_", "POWABOT_", "SUPABASE_")

@@ -18,9 +18,7 @@ import yaml
 
 from bot.settings import REQUIRED, Settings
 from bot.store.postgres import PostgresStore
-from tests.store.conftest import PgCluster, new_database, pg_cluster
-
-__all__ = ["new_database", "pg_cluster"]  # fixtures of the store suite: a throwaway Postgres
+from sandbox.pgcluster import PgCluster
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

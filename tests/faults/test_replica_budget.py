@@ -26,12 +26,10 @@ from bot.slack.calls import RateLimited
 from bot.slack.publisher import Publisher
 from bot.slack.shared_budget import SharedBudgets
 from bot.store.postgres import PostgresStore
+from sandbox.pgcluster import PgCluster
 from sandbox.slack import SlackStandin
 from tests.conftest import bot_settings
 from tests.e2e.answers import bot_replies, expected_text
-from tests.store.conftest import PgCluster, migrated_db, pg_cluster
-
-__all__ = ["migrated_db", "pg_cluster"]  # fixtures of the store suite: a throwaway Postgres
 
 SCALE = TimeScale(factor=10.0)  # Slack's limits and the bots' budgets ten times faster
 REPLICAS = 3

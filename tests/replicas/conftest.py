@@ -22,13 +22,11 @@ import asyncpg
 import httpx
 import pytest
 
+from sandbox.pgcluster import PgCluster
 from sandbox.powabase import PowabaseStandin
 from sandbox.slack import SlackStandin
 from tests.conftest import SEED_CONTENT
 from tests.faults.test_shutdown import bot_env
-from tests.store.conftest import PgCluster, new_database, pg_cluster
-
-__all__ = ["new_database", "pg_cluster"]  # fixtures of the store suite: a throwaway Postgres
 
 NewDatabase = Callable[[PgCluster, str], Awaitable[str]]
 # Seconds: short leases keep the takeover tests fast (production default: 10; measure with

@@ -232,6 +232,9 @@ async def streams_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -
         questions,
         delta_delay=cfg.stream_delta_delay,
         scale_stall=False,
+        # the phase measures holding every stream open at once: lift the in-flight cap
+        # (POWABOT_MAX_IN_FLIGHT, default 200) above the number asked
+        extra_settings={"POWABOT_MAX_IN_FLIGHT": str(cfg.streams + 100)},
     ) as world:
         await world.bot.request("reset_lag")
         world.harness_lag.reset()

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench.bot_launcher import REPO, BotProcess
 from bench.config import BenchConfig
+from bench.expected import expected_messages
 from bench.figures import Figure
-from bench.measure import WRITE_METHODS, Asked, Outcome, outcomes, runs_by_tag, writes_by_thread
+from bench.measure import Asked, Outcome, outcomes, writes_by_thread
 from bench.scale import TimeScale
 from bench.stats import percentile
 from sandbox.pgcluster import PgCluster
@@ -49,6 +52,7 @@ class ReplicaFleet:
     powabase: PowabaseStandin
     bots: list[BotProcess]
     questions: list[str]
+    dsn: str
     asked: list[Asked] = field(default_factory=list)
 
     async def ask(self, *, user: str, channel: str, mention: bool) -> Asked:
@@ -141,7 +145,7 @@ async def fleet(
                     )
                 )
             await poll_until(lambda: slack.hub.num_connections >= REPLICAS, 30)
-            yield ReplicaFleet(slack, powabase, bots, questions)
+            yield ReplicaFleet(slack, powabase, bots, questions, dsn)
         finally:
             for bot in bots:
                 await bot.kill()
@@ -183,13 +187,6 @@ async def replicas_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) 
         budget = 60 + 10 * scale.seconds(2 * len(load) * 60 / 50 + len(load) * 2)
         load_outcomes = await f.wait_exact(load, time.monotonic() + budget)
         tags = {a.tag for a in load}
-        per_tag = Counter(
-            token
-            for run in f.powabase.runs
-            for token in (w.strip("[]()") for w in run.message.split())
-            if token in tags
-        )
-        upstream_runs = sum(per_tag.values())
         # 2. takeover: slow streams, then SIGKILL one replica while they are all in flight
         f.powabase.context.delta_delay = cfg.replicas_kill_delta_delay
         before = len(f.powabase.runs)
@@ -197,24 +194,42 @@ async def replicas_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) 
             await f.ask(**_ask_layout(cfg.replicas_answers + i, cfg.per_channel))
         kill_batch = f.asked[len(load) :]
         await poll_until(lambda: len(f.powabase.runs) - before >= len(kill_batch), 30)
-        # the victim: the replica holding the most answers right now
+        # the victim: the replica holding the most answers right now, and exactly which ones
         held = [int((await bot.stats())["in_flight"]) for bot in f.bots]
         victim = f.bots[held.index(max(held))]
+        victim_threads = await _held_by(f, victim.proc.pid, kill_batch)
         t_kill = time.monotonic()
         await victim.kill()
         kill_outcomes = await f.wait_exact(kill_batch, time.monotonic() + 120)
-        victim_threads = _threads_cut_at(f, kill_batch, t_kill)
         by_thread = writes_by_thread(f.slack)
-        after = {
-            thread: [c.t for c in by_thread.get(thread, []) if c.method in WRITE_METHODS]
-            for thread in victim_threads
-        }
-        takeover = [max(ts) - t_kill for ts in after.values() if ts and max(ts) > t_kill]
         resumed = [
-            min(t for t in ts if t > t_kill) - t_kill
-            for ts in after.values()
-            if any(t > t_kill for t in ts)
+            min(later) - t_kill
+            for thread in victim_threads
+            if (later := [c.t for c in by_thread.get(thread, []) if c.t > t_kill])
         ]
+        takeover = [
+            t - t_kill
+            for a in kill_batch
+            if (a.channel, a.thread_ts) in victim_threads
+            and (t := _final_text_at(f, a)) is not None
+        ]
+        runs_per_kill_question = Counter(
+            token
+            for run in f.powabase.runs[before:]
+            for token in (w.strip("[]()") for w in run.message.split())
+        )
+        extra_runs = sum(
+            max(
+                0,
+                runs_per_kill_question[a.tag]
+                - (2 if (a.channel, a.thread_ts) in victim_threads else 1),
+            )
+            for a in kill_batch
+        )
+        if extra_runs:
+            notes.append(
+                f"{extra_runs} upstream run(s) beyond one per question (two if taken over)"
+            )
         db_ms: list[float] = []
         for bot in f.bots:
             if bot is victim:
@@ -222,6 +237,12 @@ async def replicas_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) 
             stats = await bot.stats()
             db_ms += [1000 * s for s in stats.get("budget_db_s", [])]
         duplicates = sum(1 for a in f.asked if answer_messages(f.slack, a) > 1)
+        upstream_runs = sum(  # recounted at the end: a late duplicate run counts too
+            1
+            for run in f.powabase.runs
+            for token in {w.strip("[]()") for w in run.message.split()}
+            if token in tags
+        )
         ratelimited = f.slack.ratelimited_count
         if len(victim_threads) == 0:
             notes.append("the killed replica held no answer at the kill (nothing to take over)")
@@ -248,17 +269,37 @@ async def replicas_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) 
     )
 
 
-def _threads_cut_at(f: ReplicaFleet, batch: Sequence[Asked], t_kill: float) -> set[tuple[str, str]]:
-    """The threads whose upstream run was still open when the replica died and ended with it
-    (its connection was cut): the answers the dead replica held."""
-    by_tag = runs_by_tag(f.powabase.runs, (a.tag for a in batch))
-    cut: set[tuple[str, str]] = set()
-    for a in batch:
-        runs = [r for r in f.powabase.runs if a.tag in r.message]
-        first = runs[0] if runs else by_tag.get(a.tag)
-        if first is not None and first.status not in ("completed",) and len(runs) > 1:
-            cut.add((a.channel, a.thread_ts))
-    return cut
+async def _held_by(f: ReplicaFleet, pid: int, batch: Sequence[Asked]) -> set[tuple[str, str]]:
+    """The threads of `batch` whose answer the replica with process id `pid` holds (its lease in
+    `slack_answers`, sql/009: owner `host:pid:random`)."""
+    conn = await asyncpg.connect(f.dsn)
+    try:
+        rows = await conn.fetch(
+            "select channel_id, message_ts from public.slack_answers"
+            " where status = 'running' and split_part(owner, ':', 2) = $1",
+            str(pid),
+        )
+    finally:
+        await conn.close()
+    held = {(r["channel_id"], r["message_ts"]) for r in rows}
+    return {(a.channel, a.thread_ts) for a in batch if (a.channel, a.thread_ts) in held}
+
+
+def _final_text_at(f: ReplicaFleet, asked: Asked) -> float | None:
+    """When the answer message of `asked` first showed its final text (its edit history)."""
+    runs = [r for r in f.powabase.runs if asked.tag in r.message]
+    if not runs:
+        return None
+    expected, _trace = expected_messages(runs[-1])
+    replies = [m for m in f.slack.thread(asked.channel, asked.thread_ts) if m.is_bot]
+    if not expected or not replies:
+        return None
+    want = expected[0].text
+    first = replies[0]
+    times = [t for t, text in first.edits if text == want]
+    if times:
+        return min(times)
+    return first.created if first.text == want and not first.edits else None
 
 
 def replicas_figures(r: ReplicasResult) -> list[Figure]:
@@ -294,7 +335,7 @@ def replicas_figures(r: ReplicasResult) -> list[Figure]:
                None if resumed99 is None else resumed99 <= RESUME_GOAL_S),
         Figure("replicas_takeover", r.name, "kill -> final text of each held answer, p50 / p99",
                took99, f"{seconds(took50)} / {seconds(took99)}", "info", None),
-        Figure("replicas_db_ms", r.name, "database time per Slack call (budget), p50 / p99",
+        Figure("replicas_db_ms", r.name, "database time per budget reservation, p50 / p99",
                db99, "n/a" if db50 is None or db99 is None else f"{db50:.2f} / {db99:.2f} ms",
                "info", None),
     ]  # fmt: skip

@@ -8,7 +8,10 @@ on the answer (`bot.leases`) and records the reply message as soon as it is post
 taken over from a replica that died is run again in the thread's Powabase session and finishes
 that same message (`take_over`); after `MAX_ATTEMPTS` runs it ends with a notice instead. A
 replica stopping with a shared store hands the answers it could not finish to the others (no
-restart notice: another replica finishes the message); with SQLite they get the notice.
+restart notice: another replica finishes the message); with SQLite they get the notice. An
+answer whose lease is lost (another replica took it over, or this one could not renew it) stops
+at once and writes nothing more; a delivered answer is marked finished before anything else, so
+it is never released nor run again.
 """
 
 from __future__ import annotations
@@ -184,6 +187,7 @@ class Answerer:
         self.draining = False
         self.finished = 0  # answers that reached their final Slack state (tests wait on it)
         self._unreachable: dict[str, float] = {}  # channel → when a placeholder found it gone
+        self._delivered_unleased: set[AnswerKey] = set()  # lease lost as its final edit went
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -229,16 +233,11 @@ class Answerer:
             if not first:
                 log.info("event_duplicate_ignored")
                 return None
-            lease: AnswerKey | None = q.answer_key
-            try:
-                ours = await self.leases.claim(q.claim())
-            except StoreError as exc:  # answered without a lease: nobody can take it over
-                log.error("answer_claim_failed", error=str(exc))
-                ours, lease = True, None
-            if not ours:
+            # A store failure counts as ours (answering twice beats not answering at all).
+            if not await self.leases.claim(q.claim()):
                 log.info("answer_duplicate_ignored", ts=q.ts)
                 return None
-            return await self._answer(q, lease)
+            return await self._answer(q, q.answer_key)
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -299,18 +298,45 @@ class Answerer:
 
     async def _answer(
         self, q: Question, lease: AnswerKey | None, taken: OpenAnswer | None = None
-    ) -> AnswerState:
+    ) -> AnswerState | None:
+        """Answer under `lease`. Should the lease be lost meanwhile (another replica took the
+        answer over, or this one could not renew it), the answer stops at once and writes
+        nothing more: the other replica finishes the same message."""
+        me = asyncio.current_task()
+        on_lost: Callable[[], None] | None = None
+        if me is not None:
+            task = me
+
+            def on_lost() -> None:
+                task.cancel()
+
+        if lease is not None and on_lost is not None:
+            self.leases.watch(lease, on_lost)
         with ANSWERS_IN_FLIGHT.track_inprogress():
             try:
                 return await self._answer_leased(q, lease, taken)
             except asyncio.CancelledError:
+                if lease is not None and self.leases.lost(lease):
+                    if me is not None:
+                        me.uncancel()  # our own cancel: this task ends normally
+                    if lease in self._delivered_unleased:  # too late to stop: it was done
+                        self._delivered_unleased.discard(lease)
+                        log.warning("answer_delivered_as_lease_lost", ts=q.ts)
+                    else:
+                        log.warning("answer_stopped_lease_lost", ts=q.ts)
+                        ANSWERS.labels(outcome="lease_lost").inc()
+                    return None
                 if lease is not None and self.draining and self.store.shared:
-                    await self.leases.release([lease])  # a no-op when handed over already
-                    lease = None
+                    # Only answers not delivered yet: a delivered one was finished already.
+                    await self.leases.release([lease])
                 raise
             finally:
-                if lease is not None:  # also a no-op once released
-                    await self.leases.finished(lease)
+                if lease is not None:
+                    lost = self.leases.lost(lease)  # then only a delivery finished it
+                    if on_lost is not None:
+                        self.leases.forget(lease, on_lost)
+                    if not lost:
+                        await self.leases.finished(lease)  # a no-op once finished or released
 
     async def _answer_leased(
         self, q: Question, lease: AnswerKey | None, taken: OpenAnswer | None
@@ -345,7 +371,8 @@ class Answerer:
                 state.fail(ErrorKind.BUSY, "too many questions waiting", self.clock())
         if state.finished:  # the notice is the placeholder: one post
             placing = asyncio.create_task(self._place(state, stream, lease, adopted=adopted))
-            await self._deliver(q, state, stream, placing)
+            if await self._deliver(q, state, stream, placing, lease):
+                raise asyncio.CancelledError
             return state
         if would_wait and me is not None:
             self.waiting.add(me)  # discarded once it runs
@@ -427,11 +454,14 @@ class Answerer:
             finally:
                 if running is not None:
                     await _settled(running)
+            if cancelled and lease is not None and self.leases.lost(lease):
+                await self._stand_down(stream, placing)
+                raise asyncio.CancelledError
             if cancelled and lease is not None and self.draining and self.store.shared:
                 await self._hand_over(stream, placing, lease)
                 raise asyncio.CancelledError
             # Still this thread's turn: the next follow-up starts after this reply's final edit.
-            cancelled = await self._deliver(q, state, stream, placing) or cancelled
+            cancelled = await self._deliver(q, state, stream, placing, lease) or cancelled
         if cancelled:
             raise asyncio.CancelledError
         return state
@@ -480,19 +510,27 @@ class Answerer:
         state: AnswerState,
         stream: Stream,
         placing: asyncio.Task[SlackDeliveryError | None] | None,
+        lease: AnswerKey | None,
     ) -> bool:
         """Finish the reply; True when we were cancelled meanwhile (the caller re-raises).
 
         A shutdown cancelling us while the reply is being finished must not cut it short: the
-        final edit, the trace and the store record still happen (drain bounds the wait).
+        final edit, the trace and the store record still happen (drain bounds the wait). Then
+        the answer is finished for the store too, before anything else: a delivered answer is
+        never released at shutdown nor run again by another replica.
         """
         finishing = asyncio.ensure_future(self._finish(q, state, stream, placing))
+        cancelled = False
         try:
             await asyncio.shield(finishing)
         except asyncio.CancelledError:
+            cancelled = True
             await finishing
-            return True
-        return False
+        if lease is not None:
+            if self.leases.lost(lease):
+                self._delivered_unleased.add(lease)
+            await self.leases.finished(lease)
+        return cancelled
 
     def _may_run_early(self, q: Question) -> bool:
         """Start Powabase before the placeholder is up (after the head start), unless this reply
@@ -518,6 +556,16 @@ class Answerer:
         await self.leases.release([lease])
         log.info("answer_handed_over")
         ANSWERS.labels(outcome="handed_over").inc()
+
+    async def _stand_down(
+        self, stream: Stream, placing: asyncio.Task[SlackDeliveryError | None] | None
+    ) -> None:
+        """The lease was lost: another replica has this answer (or may take it any moment).
+        Write nothing more: no final edit, no notice, no trace; the placeholder post, if
+        still under way, is given up."""
+        if placing is not None:
+            await _settled(placing)
+        stream.abandon()
 
     async def _place(
         self,

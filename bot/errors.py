@@ -11,6 +11,7 @@
     │   └── UpstreamRunError      the run failed (`error` event, `complete` not completed)
     ├── SlackDeliveryError        a Slack write failed for good (after retries)
     ├── StoreError                the session store is unreachable or not migrated
+    │   └── StoreBusy             its pool had no free connection in time (busy, not down)
     └── ProvisioningError         an admin's spec, file or provisioning call failed
 
 Foreign exceptions (httpx, httpx-sse, slack_sdk, sqlite3, asyncpg, postgrest) are translated
@@ -105,6 +106,11 @@ class SlackDeliveryError(PowabotError):
 
 class StoreError(PowabotError):
     """The session store is unreachable, misconfigured or not migrated."""
+
+
+class StoreBusy(StoreError):
+    """Every connection of a store pool stayed in use past the wait allowed: the store is
+    busy, not necessarily down (the shared Slack budget does not fall back on this alone)."""
 
 
 class ProvisioningError(PowabotError):

@@ -288,15 +288,19 @@ class Powabot:
         log.info("bot_stopped", overran=round(max(0.0, loop.time() - deadline), 3))
 
     async def _release_leases(self, within: float) -> None:
-        """No more renewals or takeovers here. With a shared store, answers still held (the
-        drain could not finish them; each cancelled one released its own already) go to the
-        other replicas now instead of when their leases expire. With SQLite they stay open:
-        the next start takes them over."""
+        """No more renewals or takeovers here. Answers delivered while the store failed are
+        told finished first (else another replica would run them again). Then, with a shared
+        store, answers still held (the drain could not finish them; each cancelled one
+        released its own already) go to the other replicas now instead of when their leases
+        expire. With SQLite they stay open: the next start takes them over."""
         leases = self.answerer.leases
         await leases.stop()
-        if self.store.shared and leases.held:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(within, CLOSE_FLOOR)):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(within, CLOSE_FLOOR)):
+                untold = await leases.flush_finished()
+                if untold:
+                    log.error("answers_finish_unrecorded_at_stop", count=untold)
+                if self.store.shared and leases.held:
                     await leases.release_all()
 
     async def _close(self, within: float) -> None:

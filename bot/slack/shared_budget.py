@@ -9,11 +9,16 @@ replica backs off together. Keys: `update:<team>`, `post:<channel>`, and the nam
 (`start:<team>`, `append:<team>`, `stop:<team>`, `files:<team>`, `reads:<team>`). Rates and
 bursts are those of the in-process `Budgets` given (so the bench's time scaling applies).
 
-When Postgres does not answer (an error, or a reservation slower than `timeout`), the replica
-falls back to local buckets holding 1/`POWABOT_MAX_REPLICAS` of each budget: together the
+When Postgres does not answer (an error, or a reservation statement slower than `timeout`), the
+replica falls back to local buckets holding 1/`POWABOT_MAX_REPLICAS` of each budget: together the
 replicas still stay under Slack's limit. It says so once (`budget_fallback_started`, error
 level; metric `powabot_budget_fallback_active` 1), tries Postgres again every `probe_every`
 seconds (a real reservation), and says `budget_fallback_ended` (metric 0) when one succeeds.
+Waiting for a free connection of the budget pool is not counted as Postgres failing (a burst
+of final edits queues there while Postgres is merely busy): such a reservation is served by the
+local share alone, and only when no reservation succeeded for `BUSY_IS_DOWN_AFTER` seconds does
+it start the fallback. Every reservation's database time, timed-out ones included, is kept in
+`timings`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from bot.errors import StoreBusy
 from bot.metrics import BUDGET_DB_SECONDS, BUDGET_FALLBACK_ACTIVE
 from bot.settings import Settings
 from bot.slack.budget import MAX_IDLE_BUCKETS, BudgetBook, Budgets, Clock, TokenBucket
@@ -35,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 RESERVE_TIMEOUT = 0.5  # seconds: a slower reservation counts as "Postgres unreachable"
 PROBE_EVERY = 5.0  # seconds between tries of Postgres while falling back
+BUSY_IS_DOWN_AFTER = 2.0  # seconds without a reservation: "no free connection" is "down"
 MAX_WAIT_CAP = 3600.0  # what "wait as long as it takes" becomes in SQL (no infinite interval)
 TIMINGS_KEPT = 10_000  # recent reservation durations kept for measurements (`timings`)
 
@@ -44,8 +51,17 @@ class BudgetStore(Protocol):
     """What a store offers to keep budgets (PostgresStore, SupabaseStore; not SQLite)."""
 
     async def reserve_budget(
-        self, key: str, *, interval: float, burst: float, max_wait: float, reserve: float = 0.0
-    ) -> float | None: ...
+        self,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        max_wait: float,
+        reserve: float = 0.0,
+        step_limit: float | None = None,
+    ) -> float | None:
+        """The wait, or None; StoreBusy when no connection came free within `step_limit`, and
+        StoreError when the statement failed or took longer than `step_limit`."""
 
     async def push_budget(self, key: str, seconds: float) -> None: ...
 
@@ -111,6 +127,7 @@ class SharedBudgets:
         self.falling_back = False
         self.timings: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
         self._fallback_since = 0.0
+        self._last_success = clock()
         self._next_probe = 0.0
         self._probing = False
         self._handles: dict[str, SharedBudget] = {}
@@ -172,6 +189,8 @@ class SharedBudgets:
             )
         started = time.perf_counter()
         try:
+            # The store bounds the wait for a connection and the statement by `step_limit` each;
+            # this outer bound only guards against a store that ignores it.
             wait = await asyncio.wait_for(
                 self.store.reserve_budget(
                     budget.key,
@@ -179,10 +198,19 @@ class SharedBudgets:
                     burst=budget.burst,
                     max_wait=min(max_wait, MAX_WAIT_CAP),
                     reserve=reserve,
+                    step_limit=self.timeout,
                 ),
-                self.timeout,
+                2 * self.timeout + 0.5,
+            )
+        except StoreBusy as exc:  # queued behind other reservations: busy, maybe not down
+            self._timed(started)
+            if self.clock() - self._last_success >= BUSY_IS_DOWN_AFTER:
+                self._fall_back(exc)
+            return await budget.local.reserve(
+                max_wait=max_wait, reserve=self.local_reserve(budget, reserve)
             )
         except Exception as exc:  # whatever Postgres does, the answer goes on (locally)
+            self._timed(started)
             self._fall_back(exc)
             return await budget.local.reserve(
                 max_wait=max_wait, reserve=self.local_reserve(budget, reserve)
@@ -190,11 +218,21 @@ class SharedBudgets:
         finally:
             if probe:
                 self._probing = False
+        self._timed(started)
+        self._last_success = self.clock()
+        self._recovered()
+        if wait is not None:
+            # Keep this replica's share in step with what it spends: a fallback then starts from
+            # what is left of its share, not from a full burst on top of the shared one (three
+            # replicas bursting at once right after a switch would go over Slack's limit).
+            budget.local.try_take()
+        return wait
+
+    def _timed(self, started: float) -> None:
+        """Database time of one reservation (timed-out or failed ones too), for measurements."""
         took = time.perf_counter() - started
         self.timings.append(took)
         BUDGET_DB_SECONDS.observe(took)
-        self._recovered()
-        return wait
 
     async def push(self, budget: SharedBudget, seconds: float) -> None:
         """Push the shared key (and this replica's share, in case Postgres goes away)."""

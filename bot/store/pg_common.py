@@ -47,6 +47,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "attempts",
     ),
     "slack_identities": ("team_id", "slack_user_id", "email", "user_id"),
+    "slack_budget": ("key", "tat"),  # 008: the Slack budget shared by the replicas
 }
 
 

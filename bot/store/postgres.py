@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from bot.errors import StoreError
+from bot.errors import StoreBusy, StoreError
 from bot.store.base import (
     EVENT_RETENTION_HOURS,
     PRUNE_EVERY,
@@ -91,7 +91,9 @@ select coalesce((select indisunique from pg_index
 
 _TABLE_EXISTS = "select to_regclass($1) is not null"
 
-BUDGET_CONNECTIONS = 3  # per replica, besides the store's pool
+# Per replica, besides the store's pool. A reservation holds one for about a millisecond; a
+# burst of final edits queues for them (that wait is not "Postgres unreachable": StoreBusy).
+BUDGET_CONNECTIONS = 6
 _RESERVE_BUDGET = "select public.reserve_slack_budget($1, $2, $3, $4, $5)"
 _PUSH_BUDGET = "select public.push_slack_budget($1, $2)"
 
@@ -219,20 +221,28 @@ class PostgresStore:
         async with self._translate("record_run"):
             await self.pool.execute(_RECORD_RUN, *_key_args(key), run_id, status, trace_json(trace))
 
+    async def _prune(self, statement: str, what: str) -> None:
+        """Housekeeping on the claim path: a failure is logged, never fails the claim."""
+        try:
+            async with self._translate(f"pruning {what}"):
+                await self.pool.execute(statement, EVENT_RETENTION_HOURS)
+        except StoreError as exc:
+            log.warning("store_prune_failed", what=what, error=str(exc))
+
     async def claim_event(self, event_id: str) -> bool:
         self._claims += 1
+        if self._claims % PRUNE_EVERY == 0:
+            await self._prune(_PRUNE, "slack_events")
         async with self._translate("claim_event"):
-            if self._claims % PRUNE_EVERY == 0:
-                await self.pool.execute(_PRUNE, EVENT_RETENTION_HOURS)
             claimed = await self.pool.fetchval(_CLAIM, event_id)
         return claimed is not None
 
     async def claim_answer(self, claim: AnswerClaim, *, owner: str, lease: float) -> bool:
         self._claims += 1
         key = claim.key
+        if self._claims % PRUNE_EVERY == 0:
+            await self._prune(_PRUNE_ANSWERS, "slack_answers")
         async with self._translate("claim_answer"):
-            if self._claims % PRUNE_EVERY == 0:
-                await self.pool.execute(_PRUNE_ANSWERS, EVENT_RETENTION_HOURS)
             claimed = await self.pool.fetchval(
                 _CLAIM_ANSWER,
                 key.team_id,
@@ -308,14 +318,36 @@ class PostgresStore:
     # Shared Slack budget (sql/008; bot.slack.shared_budget): one statement per reservation.
 
     async def reserve_budget(
-        self, key: str, *, interval: float, burst: float, max_wait: float, reserve: float = 0.0
+        self,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        max_wait: float,
+        reserve: float = 0.0,
+        step_limit: float | None = None,
     ) -> float | None:
         """Seconds to wait before a Slack call on budget `key`, or None (not within
-        `max_wait`: nothing reserved). Raises StoreError."""
-        async with self._translate("reserve_budget"):
-            wait = await self._budgets().fetchval(
-                _RESERVE_BUDGET, key, interval, burst, max_wait, reserve
-            )
+        `max_wait`: nothing reserved). Raises StoreError; StoreBusy when no connection of
+        the budget pool came free within `step_limit` seconds (the statement then gets as long)."""
+        pool = self._budgets()
+        try:
+            connection = await pool.acquire(timeout=step_limit)
+        except TimeoutError as exc:
+            raise StoreBusy(
+                f"Postgres store {self.target}: reserve_budget: no free connection in {step_limit}s"
+            ) from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(
+                f"Postgres store {self.target}: reserve_budget failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            async with self._translate("reserve_budget"):
+                wait = await connection.fetchval(
+                    _RESERVE_BUDGET, key, interval, burst, max_wait, reserve, timeout=step_limit
+                )
+        finally:
+            await pool.release(connection)
         return None if wait is None else float(wait)
 
     async def push_budget(self, key: str, seconds: float) -> None:

@@ -7,6 +7,7 @@ message and not shown by repr().
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,6 +96,8 @@ class SupabaseStore:
             ) from exc
         except SupabaseException as exc:
             raise StoreError(f"Supabase store {self.url}: {action}: {exc.message}") from exc
+        except TimeoutError as exc:
+            raise StoreError(f"Supabase store {self.url}: {action} timed out") from exc
 
     async def open(self) -> None:
         self._http = self._given_http or httpx.AsyncClient(timeout=self._timeout)
@@ -214,9 +217,12 @@ class SupabaseStore:
     async def claim_answer(self, claim: AnswerClaim, *, owner: str, lease: float) -> bool:
         self._claims += 1
         key = claim.key
-        if self._claims % PRUNE_EVERY == 0:
+        if self._claims % PRUNE_EVERY == 0:  # housekeeping: never fails the claim
             keep = f"{EVENT_RETENTION_HOURS} hours"
-            await self._rpc("prune_slack_answers", {"keep": keep}, "claim_answer (prune)")
+            try:
+                await self._rpc("prune_slack_answers", {"keep": keep}, "claim_answer (prune)")
+            except StoreError as exc:
+                log.warning("store_prune_failed", what="slack_answers", error=str(exc))
         claimed = await self._rpc(
             "slack_answer_claim",
             {
@@ -284,10 +290,17 @@ class SupabaseStore:
     # Shared Slack budget (sql/008; bot.slack.shared_budget): one RPC per reservation.
 
     async def reserve_budget(
-        self, key: str, *, interval: float, burst: float, max_wait: float, reserve: float = 0.0
+        self,
+        key: str,
+        *,
+        interval: float,
+        burst: float,
+        max_wait: float,
+        reserve: float = 0.0,
+        step_limit: float | None = None,
     ) -> float | None:
         """Seconds to wait before a Slack call on budget `key`, or None (not within
-        `max_wait`: nothing reserved). Raises StoreError."""
+        `max_wait`: nothing reserved). Raises StoreError (also after `step_limit` seconds)."""
         params = {
             "p_key": key,
             "p_interval": interval,
@@ -295,7 +308,7 @@ class SupabaseStore:
             "p_max_wait": max_wait,
             "p_reserve": reserve,
         }
-        async with self._translate("reserve_budget"):
+        async with self._translate("reserve_budget"), asyncio.timeout(step_limit):
             response = await self.client.rpc("reserve_slack_budget", params).execute()
         wait = response.data
         if wait is None or wait == []:

@@ -11,17 +11,20 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
+from structlog.testing import capture_logs
 
 from bot.render.answer import notice
 from bot.state import ErrorKind
 from bot.store.base import AnswerClaim, AnswerKey
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from sandbox.powabase import PowabaseStandin
 from sandbox.slack import SlackStandin
 from tests.conftest import running_bot
-from tests.e2e.answers import ALICE, bot_replies, expected_text
+from tests.e2e.answers import ALICE, ask, bot_replies, expected_text
 from tests.replicas.conftest import LEASE, Replica, Replicas, TcpGate, answer_row, poll
 
 QUESTION = "What is the refund window for Pro annual?"
@@ -275,3 +278,226 @@ async def test_a_native_stream_left_open_is_stopped_then_finished_in_place(
     writes = [c.method for c in slack.calls if c.args.get("ts") == stream_ts]
     assert writes[0] == "chat.stopStream" and "chat.update" in writes
     assert len(powabase.runs) == 1
+
+
+async def take_over_now(dsn: str) -> list[Any]:
+    """What a replica's takeover scan would take over right now (it then owns those)."""
+    store = PostgresStore(dsn)
+    await store.open()
+    try:
+        return await store.take_over_answers(owner="scanner", lease=60, limit=100)
+    finally:
+        await store.close()
+
+
+async def test_an_answer_delivered_while_a_drain_cancels_it_is_finished_not_handed_over(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, database: str
+) -> None:
+    """The drain cancels an answer whose final edit is out and whose trace is still being
+    posted (Slack slow): the answer is done for the store, so no replica runs it again, resets
+    the message or posts a second trace."""
+    async with running_bot(slack, powabase, tmp_path, POWABOT_STORE=database) as bot:
+        msg = await slack.user_says(user=ALICE, text=QUESTION, channel="D0LATE")
+        await slack.wait_for(lambda: len(bot_replies(slack, "D0LATE", msg.ts)) == 1, timeout=10)
+        (reply,) = bot_replies(slack, "D0LATE", msg.ts)
+        slack.inject("chat.postMessage", fault="slow", delay=1.5)  # the next post: the trace
+
+        def final_edit_landed() -> bool:
+            final = expected_text(powabase.runs[0].answer) if powabase.runs else None
+            return slack.message("D0LATE", reply.ts).text == final
+
+        await slack.wait_for(final_edit_landed, timeout=10)
+        await bot.drain(grace=0.0, final_grace=5.0)  # cancels it mid-trace
+    row = await answer_row(database, "D0LATE")
+    assert row["status"] == "done"
+    assert await take_over_now(database) == []
+    (answer, _trace) = bot_replies(slack, "D0LATE", msg.ts)  # one answer, one trace
+    assert answer.text == expected_text(powabase.runs[0].answer)
+    assert len(powabase.runs) == 1
+
+
+async def test_a_replica_that_loses_its_lease_stops_writing_and_the_new_owner_finishes(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, database: str
+) -> None:
+    """Another replica takes the answer over while this one streams it: at its next renewal
+    this one cancels its run and writes nothing more to Slack (no final edit, no notice, no
+    trace); the new owner's run then finishes the same message, once."""
+    powabase.context.delta_delay = SLOW
+    with capture_logs() as logs:
+        async with running_bot(
+            slack, powabase, tmp_path, POWABOT_STORE=database, POWABOT_LEASE_SECONDS=LEASE
+        ) as bot:
+            msg = await slack.user_says(user=ALICE, text=QUESTION, channel="D0LOST")
+            row = await poll(
+                lambda: answer_row(database, "D0LOST"), lambda r: r and r["reply_ts"], 10
+            )
+            reply_ts = row["reply_ts"]
+            await slack.wait_for(
+                lambda: len(slack.message("D0LOST", reply_ts).text) > 40, timeout=10
+            )
+            await set_owner(database, "D0LOST", "other-replica", lease=60)
+
+            def stopped() -> bool:
+                return any(e["event"] == "answer_stopped_lease_lost" for e in logs)
+
+            await slack.wait_for(stopped, timeout=10)
+            await slack.wait_for(lambda: powabase.runs[0].status == "cancelled", timeout=5)
+            writes = len(writes_to(slack, reply_ts))
+            # Something else happens meanwhile (a whole answer): still no write to the message.
+            await ask(slack, bot, "D0OTHER", "Another question?")
+            assert len(writes_to(slack, reply_ts)) == writes
+            assert RESTARTING not in slack.message("D0LOST", reply_ts).text
+            assert bot_replies(slack, "D0LOST", msg.ts)[-1].ts == reply_ts  # no trace below
+            powabase.context.delta_delay = FAST
+            await set_owner(database, "D0LOST", "other-replica", lease=-1)  # "it died"
+
+            def finished() -> bool:
+                runs = [r for r in powabase.runs if r.message == QUESTION]
+                final = expected_text(runs[-1].answer)
+                return len(runs) == 2 and slack.message("D0LOST", reply_ts).text == final
+
+            await slack.wait_for(finished, timeout=15)
+            await poll(lambda: answer_row(database, "D0LOST"), lambda r: r["status"] == "done", 5)
+    (answer, *trace) = bot_replies(slack, "D0LOST", msg.ts)
+    assert answer.ts == reply_ts and len(trace) == 1
+
+
+def writes_to(slack: SlackStandin, ts: str) -> list[Any]:
+    """The Slack calls that wrote to message `ts` so far."""
+    return [c for c in slack.calls if c.args.get("ts") == ts]
+
+
+async def set_owner(dsn: str, channel: str, owner: str, *, lease: float) -> None:
+    """Another replica owns the answer in `channel` now, its lease ending `lease` s from now."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "update public.slack_answers set owner = $2, status = 'running',"
+            " lease_expires_at = now() + make_interval(secs => $3) where channel_id = $1",
+            channel,
+            owner,
+            float(lease),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_answers_delivered_while_the_store_was_down_are_not_run_again_after_sigterm(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, gate: TcpGate, database: str
+) -> None:
+    """The store goes away while an answer finishes, comes back, and the replica is stopped
+    at once: it tells the store the answer is done before it stops, so no replica runs it
+    again."""
+    async with running_bot(slack, powabase, tmp_path, POWABOT_STORE=gate.dsn(database)) as bot:
+        powabase.context.delta_delay = SLOW
+        msg = await slack.user_says(user=ALICE, text=QUESTION, channel="D0GONE")
+        await poll(lambda: answer_row(database, "D0GONE"), lambda r: r and r["reply_ts"], 10)
+        gate.close()
+        powabase.context.delta_delay = FAST
+        await slack.wait_for(lambda: bot.answerer.finished == 1, timeout=10)
+        assert bot.answerer.leases.held  # delivered, the store not told yet
+        gate.open()
+    row = await answer_row(database, "D0GONE")
+    assert row["status"] == "done"
+    assert await take_over_now(database) == []
+    (answer, *_trace) = bot_replies(slack, "D0GONE", msg.ts)
+    assert answer.text == expected_text(powabase.runs[0].answer)
+
+
+async def test_readyz_is_503_while_socket_mode_is_disconnected(
+    slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
+) -> None:
+    """Slack's WebSocket goes away and reconnecting fails: /readyz says 503 with
+    slack_socket_disconnected; once Slack lets it reconnect, 200 again."""
+    async with running_bot(slack, powabase, tmp_path) as bot:
+        assert await ready(bot) == (200, [])
+        slack.inject("apps.connections.open", error="internal_error", times=1000)
+        await slack.hub.close()  # every connection dropped by Slack's side
+        _status, reasons = await poll(lambda: ready(bot), lambda r: r[0] == 503, 10)
+        assert reasons == ["slack_socket_disconnected"]
+        slack.clear_faults()
+        await poll(lambda: ready(bot), lambda r: r[0] == 200, 40)
+
+
+async def ready(bot: Any) -> tuple[int, list[str]]:
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        response = await client.get(f"http://127.0.0.1:{bot.http_port}/readyz")
+    return response.status_code, response.json()["reasons"]
+
+
+async def test_postgres_down_longer_than_a_lease_loses_no_answer_and_runs_none_twice(
+    slack: SlackStandin, powabase: PowabaseStandin, replicas: Replicas, gate: TcpGate, database: str
+) -> None:
+    """Three replicas on one Postgres, answers streaming, then Postgres unreachable (store and
+    budget) for longer than a lease, with two more questions asked meanwhile: the replicas fall
+    back to their budget share and stop writing to the answers they cannot renew (unless the
+    final edit is already under way); when Postgres is back they finish every answer in its
+    one message (complete text, no placeholder left, at most one trace), end the fallback
+    once Slack is called again, and run no delivered answer again."""
+    env = {"POWABOT_MAX_REPLICAS": "3"}
+    group = [await replicas.start(n, store=gate.dsn(database), **env) for n in ("a", "b", "c")]
+    await slack.wait_for(lambda: slack.hub.num_connections == 3, timeout=20)
+    powabase.context.delta_delay = SLOW
+    channels = [f"D0OUT{i}" for i in range(6)]
+    asked = [
+        await slack.user_says(user=ALICE, text=f"{QUESTION} ({c})", channel=c) for c in channels
+    ]
+    for channel in channels:
+        await poll(lambda c=channel: answer_row(database, c), lambda r: r and r["reply_ts"], 15)
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    gate.close()
+    during = [
+        await slack.user_says(user=ALICE, text=f"{QUESTION} (D0DURING{i})", channel=f"D0DURING{i}")
+        for i in range(2)
+    ]
+
+    def cut_off_long_enough() -> bool:
+        unrenewed = sum(len(r.events("answer_leases_unrenewed")) for r in group)
+        return loop.time() - closed_at > 1.5 * LEASE and unrenewed >= 3
+
+    await slack.wait_for(cut_off_long_enough, timeout=30)
+    reopened_at = loop.time()
+    gate.open()
+    powabase.context.delta_delay = FAST
+
+    def final(msg: Any) -> bool:
+        runs = [r for r in powabase.runs if r.message == slack.message(msg.channel, msg.ts).text]
+        replies = bot_replies(slack, msg.channel, msg.ts)
+        return bool(runs and replies) and replies[0].text == expected_text(runs[-1].answer)
+
+    await slack.wait_for(lambda: all(final(m) for m in [*asked, *during]), timeout=60)
+    took = loop.time() - reopened_at
+    powabase.context.delta_delay = SLOW  # answers long enough to outlast the probe interval
+    after = [  # Slack calls again: the next reservation that reaches Postgres ends the fallback
+        await slack.user_says(user=ALICE, text=f"{QUESTION} (D0AFTER{i})", channel=f"D0AFTER{i}")
+        for i in range(3)
+    ]
+    everything = [*asked, *during, *after]
+    await slack.wait_for(lambda: all(final(m) for m in everything), timeout=60)
+    for msg in asked:
+        await poll(
+            lambda m=msg: answer_row(database, m.channel), lambda r: r["status"] == "done", 15
+        )
+    await slack.wait_for(
+        lambda: sum(len(r.events("budget_fallback_ended")) for r in group) >= 1, timeout=15
+    )
+    for msg in everything:
+        (answer, *trace) = bot_replies(slack, msg.channel, msg.ts)
+        assert len(trace) <= 1, msg.channel
+        assert RESTARTING not in answer.text
+    assert sum(len(r.events("budget_fallback_started")) for r in group) >= 1
+    fenced = sum(len(r.events("answer_stopped_lease_lost")) for r in group)
+    runs = {
+        m.channel: sum(r.message.endswith(f"({m.channel})") for r in powabase.runs)
+        for m in everything
+    }
+    print(
+        f"\nPostgres down {reopened_at - closed_at:.1f}s (lease {LEASE:g}s): {fenced} answers "
+        f"stopped, runs per question {sorted(runs.values())}, all final {took:.1f}s after reopen"
+    )
+    # Each answer stopped for want of a renewal ran once more; no other ran twice.
+    assert sum(runs.values()) == len(everything) + fenced
+    assert all(n >= 1 for n in runs.values())
+    assert all(runs[m.channel] == 1 for m in [*during, *after])
+    assert await take_over_now(database) == []

@@ -77,7 +77,8 @@ async def test_postgres_without_budget_table_fails_naming_it(migrated_db: str) -
     """Without public.slack_budget the budget check fails, naming the table and the migration."""
     await _execute(migrated_db, f"drop table if exists public.{BUDGET_TABLE} cascade")
     checks = await check_store(load_settings(_env_file=None, POWABOT_STORE=migrated_db))
-    assert verdicts(checks)[2] == ("budget table", "failed")
+    assert verdicts(checks)[1:] == [("migrations", "failed"), ("budget table", "failed")]
+    assert BUDGET_TABLE in checks[1].detail  # not migrated: /readyz says so too
     assert checks[2].line() == (
         f"✗ budget table: public.{BUDGET_TABLE} is missing: replicas cannot share one Slack"
         " budget — apply sql/008_slack_budget.sql (or every sql/0*.sql, in order) with psql"
@@ -119,7 +120,8 @@ async def test_migrated_supabase_passes_without_showing_the_key(
 async def test_supabase_without_budget_table_fails_naming_it(
     postgrest: PostgrestStandin, migrated_db: str, jwt_secret: str
 ) -> None:
-    """Through Supabase too, a missing public.slack_budget fails the budget check."""
+    """Through Supabase too, a missing public.slack_budget fails the budget check (and the
+    migrations check, which names it)."""
     await _execute(migrated_db, f"drop table if exists public.{BUDGET_TABLE} cascade")
     key = make_jwt(jwt_secret, "service_role")
     settings = load_settings(
@@ -128,7 +130,8 @@ async def test_supabase_without_budget_table_fails_naming_it(
     checks = await check_store(settings)
     assert verdicts(checks) == [
         ("store", "ok"),
-        ("migrations", "ok"),
+        ("migrations", "failed"),
         ("budget table", "failed"),
     ]
+    assert BUDGET_TABLE in checks[1].detail
     assert "sql/008_slack_budget.sql" in (checks[2].fix or "")

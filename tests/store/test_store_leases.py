@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from pathlib import Path
 from typing import Any
 
-from bot.store.base import AnswerClaim, AnswerKey, SessionStore
+from bot.errors import StoreError
+from bot.leases import Leases
+from bot.store.base import PRUNE_EVERY, AnswerClaim, AnswerKey, SessionStore
 from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from bot.store.supabase import SupabaseStore
@@ -175,3 +178,92 @@ async def test_concurrent_takeovers_take_each_answer_once(backend: Backend) -> N
     taken = [answer.claim.key.message_ts for batch in batches for answer in batch]
     assert all(len(batch) <= 3 for batch in batches)
     assert sorted(taken) == stamps
+
+
+# Leases (bot/leases.py) over a store that fails in a given way: SQLite with one fault.
+
+
+class HangingFinish(SqliteStore):
+    """A store whose `finish_answer` never answers (a stuck connection)."""
+
+    async def finish_answer(self, key: AnswerKey, *, owner: str) -> None:
+        await asyncio.Event().wait()
+
+
+class ClaimFailsAfterCommit(SqliteStore):
+    """A store whose claim is written, and then the answer is lost (a timeout after commit)."""
+
+    async def claim_answer(self, claim: AnswerClaim, *, owner: str, lease: float) -> bool:
+        await super().claim_answer(claim, owner=owner, lease=lease)
+        raise StoreError("connection lost after commit")
+
+
+async def never_taken_over(other: SessionStore, seconds: float) -> None:
+    """Another replica's scan finds nothing to take over for `seconds` (polled)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while loop.time() < until:
+        assert await other.take_over_answers(owner="other", lease=LIVE, limit=10) == []
+        await asyncio.sleep(0.05)
+
+
+async def test_a_store_stuck_finishing_answers_does_not_hold_renewals_back(
+    tmp_path: Path,
+) -> None:
+    """Answers delivered whose `finish` hangs do not starve the renewal of the answer still
+    running: no other replica can take it over, lease after lease."""
+    db = tmp_path / "leases.db"
+    store, other = HangingFinish(f"sqlite:///{db}"), SqliteStore(f"sqlite:///{db}")
+    await store.open()
+    await other.open()
+    leases = Leases(store, owner="r1", lease=1.0, write_timeout=0.2)
+    try:
+        stamps = [f"1700000000.{n:06d}" for n in range(9)]
+        for ts in stamps:
+            assert await leases.claim(claim_for(ts))
+        delivered = [claim_for(ts).key for ts in stamps[:8]]  # their finish hangs: untold
+        await asyncio.gather(*(leases.finished(key) for key in delivered))
+        leases.start(lambda answer: None, lambda: 0)
+        await never_taken_over(other, 3.0)  # three leases
+        assert leases.held == {claim_for(ts).key for ts in stamps}
+    finally:
+        await leases.stop()
+        await store.close()
+        await other.close()
+
+
+async def test_a_claim_whose_answer_was_lost_after_commit_keeps_its_lease(
+    tmp_path: Path,
+) -> None:
+    """The claim was written but the store's answer was lost: the replica answers it and
+    keeps its lease alive, so no other replica takes it over and posts a second answer."""
+    db = tmp_path / "leases.db"
+    store, other = ClaimFailsAfterCommit(f"sqlite:///{db}"), SqliteStore(f"sqlite:///{db}")
+    await store.open()
+    await other.open()
+    leases = Leases(store, owner="r1", lease=1.0)
+    try:
+        assert await leases.claim(CLAIM) is True
+        leases.start(lambda answer: None, lambda: 0)
+        await never_taken_over(other, 2.5)
+        await leases.finished(KEY)
+        assert await other.take_over_answers(owner="other", lease=LIVE, limit=10) == []
+        assert await stored_question(other, KEY) is None  # done
+    finally:
+        await leases.stop()
+        await store.close()
+        await other.close()
+
+
+async def test_a_failing_prune_does_not_fail_the_claim(migrated_db: str) -> None:
+    """The occasional clean-up on the claim path fails (here: its function is gone): the
+    claim itself still happens (Postgres direct)."""
+    store = PostgresStore(migrated_db)
+    await store.open()
+    try:
+        await store.pool.execute("drop function public.prune_slack_answers(interval)")
+        store._claims = PRUNE_EVERY - 1  # the next claim prunes first
+        assert await store.claim_answer(CLAIM, owner="r1", lease=LIVE) is True
+        assert await store.claim_answer(CLAIM, owner="r2", lease=LIVE) is False
+    finally:
+        await store.close()

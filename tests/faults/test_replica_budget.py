@@ -31,8 +31,9 @@ from sandbox.slack import SlackStandin
 from tests.conftest import bot_settings
 from tests.e2e.answers import bot_replies, expected_text
 
-SCALE = TimeScale(factor=5.0)  # Slack's limits and the bots' budgets five times faster (a larger
-# factor leaves less room for event-loop jitter than the budgets' 10 % margin covers on 2 busy cores)
+# Slack's limits and the bots' budgets five times faster: a larger factor leaves less room for
+# event-loop jitter than the budgets' 10 % margin covers on 2 busy cores.
+SCALE = TimeScale(factor=5.0)
 REPLICAS = 3
 QUESTIONS = 30
 

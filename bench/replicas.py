@@ -9,9 +9,10 @@ once, in a new envelope, down another connection, as Slack may.
    final answer exact, no 429 (one budget for all replicas, kept in Postgres).
 2. Takeover: `replicas_kill_answers` more questions with slow upstream streams; once they are all
    streaming, one replica is SIGKILLed. Every answer must still end complete, in its own Slack
-   message: the survivors take the dead replica's answers over when its leases expire. Takeover
-   time = kill → the last write of each answer the dead replica held.
-Also reported: the database time per Slack call (the budget reservation), p50 / p99.
+   message: the survivors take the dead replica's answers over when its leases expire. Measured
+   for each answer the dead replica held (its `slack_answers` rows): kill → a survivor's first
+   write to it, and kill → the moment its message first showed the final text.
+Also reported: the database time per budget reservation, p50 / p99.
 """
 
 from __future__ import annotations
@@ -27,20 +28,20 @@ from typing import Any
 
 import asyncpg
 
-from bench.bot_launcher import REPO, BotProcess
+from bench.bot_launcher import BotProcess
 from bench.config import BenchConfig
 from bench.expected import expected_messages
 from bench.figures import Figure
 from bench.measure import Asked, Outcome, outcomes, writes_by_thread
 from bench.scale import TimeScale
 from bench.stats import percentile
+from bench.world import SEED_CONTENT, ask_next, bot_env
 from sandbox.pgcluster import PgCluster
 from sandbox.powabase import PowabaseStandin
 from sandbox.slack import SlackStandin
 
 REPLICAS = 3
 POLL = 0.25
-SEED_CONTENT = REPO / "seed-content"
 RESUME_GOAL_S = 15.0  # "a surviving replica notices the expired lease within about 15 s"
 
 
@@ -56,19 +57,7 @@ class ReplicaFleet:
     asked: list[Asked] = field(default_factory=list)
 
     async def ask(self, *, user: str, channel: str, mention: bool) -> Asked:
-        index = len(self.asked)
-        tag = f"bq{index:05d}"
-        text = f"{self.questions[index % len(self.questions)]} [{tag}]"
-        said = await self.slack.user_says(
-            user=user,
-            text=text,
-            channel=channel,
-            channel_type="channel" if mention else "im",
-            mention=mention,
-        )
-        asked = Asked(index, tag, text, user, channel, said.ts, time.monotonic())
-        self.asked.append(asked)
-        return asked
+        return await ask_next(self.slack, self.questions, self.asked, user, channel, mention)
 
     def measure(self, asked: Sequence[Asked]) -> list[Outcome]:
         return outcomes(self.slack, self.powabase.runs, asked)
@@ -126,16 +115,9 @@ async def fleet(
         try:
             orchestration_id = powabase.seed_from(SEED_CONTENT)
             settings = {
-                "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_APP_TOKEN": slack.app_token,
-                "SLACK_API_URL": slack.api_url,
-                "POWABASE_URL": powabase.url,
-                "POWABASE_API_KEY": powabase.api_key,
-                "POWABASE_ORCHESTRATION_ID": orchestration_id,
+                **bot_env(slack, powabase, orchestration_id),
                 "POWABOT_STORE": dsn,
                 "POWABOT_MAX_REPLICAS": str(REPLICAS),
-                "LOG_FORMAT": "json",
-                "PORT": "0",
                 **scale.bot_settings(),
             }
             for n in range(REPLICAS):

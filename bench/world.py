@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,29 @@ def load_questions(path: Path = EVAL_FILE) -> list[str]:
     return questions
 
 
+async def ask_next(
+    slack: SlackStandin,
+    questions: list[str],
+    asked: list[Asked],
+    user: str,
+    channel: str,
+    mention: bool,
+) -> Asked:
+    """Post the next evaluation question (tagged with its index, so its upstream run can be
+    found) as `user`, a DM or an @-mention in a channel; append it to `asked` and return it."""
+    index = len(asked)
+    tag = f"bq{index:05d}"
+    text = f"{questions[index % len(questions)]} [{tag}]"
+    channel_type = "channel" if mention else "im"
+    t_asked = asyncio.get_running_loop().time()
+    said = await slack.user_says(
+        user=user, text=text, channel=channel, channel_type=channel_type, mention=mention
+    )
+    question = Asked(index, tag, text, user, channel, said.ts, t_asked)
+    asked.append(question)
+    return question
+
+
 @dataclass
 class World:
     """The stand-ins, the bot process, and the questions asked so far."""
@@ -49,21 +71,10 @@ class World:
     questions: list[str]
     harness_lag: LagTicker
     asked: list[Asked] = field(default_factory=list)
-    _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     async def ask(self, *, user: str, channel: str, mention: bool) -> Asked:
         """Post the next evaluation question as `user` (a DM, or an @-mention in a channel)."""
-        index = next(self._counter)
-        tag = f"bq{index:05d}"
-        text = f"{self.questions[index % len(self.questions)]} [{tag}]"
-        channel_type = "channel" if mention else "im"
-        t_asked = asyncio.get_running_loop().time()
-        said = await self.slack.user_says(
-            user=user, text=text, channel=channel, channel_type=channel_type, mention=mention
-        )
-        asked = Asked(index, tag, text, user, channel, said.ts, t_asked)
-        self.asked.append(asked)
-        return asked
+        return await ask_next(self.slack, self.questions, self.asked, user, channel, mention)
 
     async def wait_finished(
         self,
@@ -83,6 +94,22 @@ class World:
             if stats["finished"] >= count or loop.time() >= deadline:
                 return stats
             await asyncio.sleep(poll)
+
+
+def bot_env(
+    slack: SlackStandin, powabase: PowabaseStandin, orchestration_id: str
+) -> dict[str, str]:
+    """The environment of a bot process wired to the two stand-ins (JSON logs, any free PORT)."""
+    return {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "SLACK_API_URL": slack.api_url,
+        "POWABASE_URL": powabase.url,
+        "POWABASE_API_KEY": powabase.api_key,
+        "POWABASE_ORCHESTRATION_ID": orchestration_id,
+        "LOG_FORMAT": "json",
+        "PORT": "0",  # health and metrics on a free port
+    }
 
 
 @contextlib.asynccontextmanager
@@ -107,15 +134,8 @@ async def open_world(
         try:
             orchestration_id = powabase.seed_from(SEED_CONTENT)
             settings = {
-                "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_APP_TOKEN": slack.app_token,
-                "SLACK_API_URL": slack.api_url,
-                "POWABASE_URL": powabase.url,
-                "POWABASE_API_KEY": powabase.api_key,
-                "POWABASE_ORCHESTRATION_ID": orchestration_id,
+                **bot_env(slack, powabase, orchestration_id),
                 "POWABOT_STORE": f"sqlite:///{workdir / f'{name}-sessions.db'}",
-                "LOG_FORMAT": "json",
-                "PORT": "0",  # health and metrics on a free port
                 **scale.bot_settings(scale_stall=scale_stall),
                 **(extra_settings or {}),
             }

@@ -641,7 +641,7 @@ class Answerer:
             if reason is not None:
                 self.alerts.alert("powabase", reason, detail=str(exc))
         except TimeoutError:
-            if not _channel_gone(stream):  # else the watchdog ended the run on purpose (below)
+            if not stream.channel_gone:  # else the watchdog ended the run on purpose (below)
                 log.warning("answer_run_timeout", run_timeout=self.run_timeout)
                 UPSTREAM_ERRORS.labels(kind=ErrorKind.TIMEOUT.value).inc()
                 state.fail(
@@ -652,7 +652,7 @@ class Answerer:
         except Exception as exc:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
-        if _channel_gone(stream):
+        if stream.channel_gone:
             state.fail(ErrorKind.INTERRUPTED, "the channel went away mid-answer", self.clock())
             return
         if state.phase is Phase.DONE:
@@ -671,7 +671,7 @@ class Answerer:
         events = self.powabase.stream_run(q.text, agent_session_id)
         async with contextlib.aclosing(events):  # leaving it closes the stream: run cancelled
             async for event in events:
-                if _channel_gone(stream):
+                if stream.channel_gone:
                     return
                 now = self.clock()
                 last_event[0] = now
@@ -718,7 +718,7 @@ class Answerer:
         """Mark a silent run as stalled; end the run at once if the channel went away."""
         while not state.finished:
             await asyncio.sleep(min(1.0, self.stall_after / 4))
-            if _channel_gone(stream):
+            if stream.channel_gone:
                 limit.reschedule(asyncio.get_running_loop().time())  # ends the run now
                 return
             if not state.stalled and self.clock() - last_event[0] >= self.stall_after:
@@ -739,7 +739,7 @@ class Answerer:
             if skip is not None:
                 self._skipped(q, skip)
                 return
-        if _channel_gone(stream):  # the reply cannot land: no further Slack write
+        if stream.channel_gone:  # the reply cannot land: no further Slack write
             with contextlib.suppress(SlackDeliveryError):
                 await stream.finish()  # writes nothing now: only ends the stream's flusher
             self._remember_unreachable(q.channel_id)
@@ -812,11 +812,6 @@ def _refusal(placing: asyncio.Task[SlackDeliveryError | None]) -> SlackDeliveryE
     """Slack's refusal of the placeholder, once it is known; None while it is pending or when
     the placeholder landed (or failed in a way that does not stop the answer)."""
     return placing.result() if placing.done() else None
-
-
-def _channel_gone(stream: Stream) -> bool:
-    """The publisher found the reply's channel gone mid-answer (progress writes stopped)."""
-    return bool(getattr(stream, "channel_gone", False))
 
 
 async def _settled(task: asyncio.Task[Any]) -> None:

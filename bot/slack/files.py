@@ -27,7 +27,7 @@ from bot.errors import SlackDeliveryError
 from bot.render.answer import FULL_ANSWER_MISSING
 from bot.render.message import SlackMessage
 from bot.slack.budget import Budget, BudgetBook
-from bot.slack.calls import SlackCaller, payload_args
+from bot.slack.calls import UPLOAD, SlackCaller, payload_args
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ async def share_file(
     url, file_id = got.get("upload_url"), got.get("file_id")
     if not isinstance(url, str) or not isinstance(file_id, str) or not url or not file_id:
         raise SlackDeliveryError("files.getUploadURLExternal", "no upload_url or file_id")
-    await caller.reliably("files.upload", bucket, lambda: caller.upload(url, content))
+    await caller.reliably(UPLOAD, bucket, lambda: caller.upload(url, content))
     await caller.call_reliably(
         "files.completeUploadExternal",
         bucket,

@@ -309,8 +309,14 @@ class SlackStandin(LoopbackServer):
             if injection is not None and injection.fault == "reset_after_apply":
                 reply = Reply(reply.status, reply.body, injected=True, reset=True)
         call = ApiCall(method, args, reply.status, reply.error, started, reply.body, reply.injected)
+        return await self._record_and_answer(request, call, reply)
+
+    async def _record_and_answer(
+        self, request: web.Request, call: ApiCall, reply: Reply
+    ) -> web.StreamResponse:
+        """Record `call` (calls, 429 count, `on_call` hooks, waiters) and send `reply`."""
         self.calls.append(call)
-        self._calls_by_method.setdefault(method, []).append(call)
+        self._calls_by_method.setdefault(call.method, []).append(call)
         if reply.status == 429:
             self.ratelimited_count += 1
         for hook in self.on_call:
@@ -340,16 +346,7 @@ class SlackStandin(LoopbackServer):
         args = {"file_id": file_id, "size": len(content)}
         error = None if reply.status == 200 and not reply.injected else reply.error
         call = ApiCall("files.upload", args, reply.status, error, started, {}, reply.injected)
-        self.calls.append(call)
-        self._calls_by_method.setdefault("files.upload", []).append(call)
-        self._notify()
-        if reply.reset:
-            return await _reset(request)
-        if reply.raw is not None:
-            return web.Response(
-                status=reply.status, text=reply.raw, content_type=reply.content_type
-            )
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        return await self._record_and_answer(request, call, reply)
 
     def _next_injection(self, method: str) -> Injection | None:
         queue = self._injections.get(method)

@@ -29,6 +29,18 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
     p.add_argument("--streams", type=int, help="concurrent long-lived streams (figure 5)")
     p.add_argument("--chaos-answers", type=int, help="concurrent answers under random faults")
     p.add_argument("--chaos-seed", type=int, help="seed of the chaos phase's fault draws")
+    p.add_argument(
+        "--first-words-answers", type=int, help="LLM-paced answers at once (first-words phase)"
+    )
+    p.add_argument("--first-words-time-scale", type=float, help="speed-up of the first-words phase")
+    p.add_argument(
+        "--first-words-delta-chars", type=int, help="characters per delta (first-words phase)"
+    )
+    p.add_argument(
+        "--first-words-delta-delay",
+        type=float,
+        help="unscaled seconds between deltas (first-words phase)",
+    )
     p.add_argument("--time-scale", type=float, help="speed-up of load and streams phases")
     p.add_argument("--latency-time-scale", type=float, help="speed-up of the latency phase")
     p.add_argument(
@@ -56,6 +68,10 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, argparse.Namespace]
         "streams": args.streams,
         "chaos_answers": args.chaos_answers,
         "chaos_seed": args.chaos_seed,
+        "first_words_answers": args.first_words_answers,
+        "first_words_time_scale": args.first_words_time_scale,
+        "first_words_delta_chars": args.first_words_delta_chars,
+        "first_words_delta_delay": args.first_words_delta_delay,
         "time_scale": args.time_scale,
         "latency_time_scale": args.latency_time_scale,
         "delta_delay": args.delta_delay,

@@ -23,16 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.measure import Asked, Outcome
+from bench.measure import Asked, Outcome, notice_kind
 from bench.phases import FINISH_POLL, PhaseResult, _deadline, _finish, _world
-from bot.render.answer import (
-    AFTER_PREVIOUS,
-    IN_LINE,
-    NOTICES,
-    PLACEHOLDER,
-    STILL_WORKING,
-    TYPING,
-)
+from bot.render.answer import AFTER_PREVIOUS, IN_LINE, PLACEHOLDER, STILL_WORKING, TYPING
 from bot.state import ErrorKind
 from sandbox.slack import StoredMessage
 
@@ -54,14 +47,6 @@ class ChaosOutcome:
 # What a reply shows only while an answer is still on its way: any of these left in a thread
 # once everything settled is a user looking at an answer that never comes.
 IN_PROGRESS = (PLACEHOLDER, IN_LINE, AFTER_PREVIOUS, STILL_WORKING)
-
-
-def notice_kind(text: str) -> ErrorKind | None:
-    """The failure notice a reply shows, by the notice's first sentence."""
-    for kind, (what, _todo) in NOTICES.items():
-        if what in text:
-            return kind
-    return None
 
 
 def hanging(replies: Sequence[StoredMessage]) -> str | None:

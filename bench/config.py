@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bench.scale import TimeScale
 
-PHASES = ("latency", "load", "one-channel", "streams", "chaos", "replicas")
+PHASES = ("latency", "load", "one-channel", "streams", "chaos", "first-words", "replicas")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class BenchConfig:
     chaos_slack_rate: float = 0.15  # share of Slack write calls that fail at random
     chaos_powabase_rate: float = 0.2  # share of upstream runs that fail at random
     chaos_seed: int = 14
+    first_words_answers: int = 40  # LLM-paced answers asked at once in one workspace
+    first_words_per_channel: int = 2  # @-mentions per channel (half the answers; the rest DMs)
+    first_words_delta_chars: int = 4  # characters per answer delta ...
+    first_words_delta_delay: float = 0.03  # ... every this many (unscaled) seconds
+    first_words_time_scale: float = 1.0  # Slack's real rates by default
     replicas_answers: int = 200  # questions at once to 3 bot processes on one Postgres
     replicas_kill_answers: int = 30  # slow questions in flight when one replica is killed
     replicas_kill_delta_delay: float = 0.3  # wall seconds between their deltas (~20 s streams)
@@ -38,16 +43,19 @@ class BenchConfig:
     lag_goal_ms: float = 100.0
 
     def __post_init__(self) -> None:
-        counts = ("latency_answers", "answers", "one_channel_answers", "streams", "per_channel")
+        counts = (
+            *("latency_answers", "answers", "one_channel_answers", "streams", "per_channel"),
+            *("first_words_answers", "first_words_per_channel", "first_words_delta_chars"),
+        )
         for name in (*counts, "chaos_answers", "replicas_answers", "replicas_kill_answers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.budget_headroom <= 1:
             raise ValueError(f"budget_headroom must be in (0, 1], got {self.budget_headroom}")
-        for name in ("latency_time_scale", "time_scale", "lag_interval"):
+        for name in ("latency_time_scale", "time_scale", "first_words_time_scale", "lag_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("delta_delay", "stream_delta_delay"):
+        for name in ("delta_delay", "stream_delta_delay", "first_words_delta_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("chaos_slack_rate", "chaos_powabase_rate"):
@@ -63,6 +71,9 @@ class BenchConfig:
     def load_scale(self) -> TimeScale:
         return TimeScale(self.time_scale, self.budget_headroom)
 
+    def first_words_scale(self) -> TimeScale:
+        return TimeScale(self.first_words_time_scale, self.budget_headroom)
+
     def replace(self, **changes: object) -> BenchConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
@@ -77,6 +88,8 @@ def quick() -> BenchConfig:
         streams=10,
         stream_delta_delay=0.05,
         chaos_answers=12,
+        first_words_answers=6,
+        first_words_time_scale=20.0,
         replicas_answers=12,
         replicas_kill_answers=6,
         replicas_kill_delta_delay=0.15,

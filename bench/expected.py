@@ -6,6 +6,17 @@ replayed through `AnswerState.apply`, so the state is DONE with `text == run.ans
 delegations. Comparing against the renderer (rather than against `run.answer` itself) checks
 exactly the claim under test: under load, every answer's last edit is the complete render, not a
 truncated or stale intermediate one. The renderer's own correctness is tested elsewhere.
+
+A message the bot streamed natively (chat.startStream … stopStream) to its end shows Markdown,
+which Slack renders itself: its expected text is the safe Markdown the bot streams
+(`bot.render.answer.answer_markdown` of the final text, what `bot.slack.native.safe_markdown`
+sends), compared without trailing whitespace (a stream never sends whitespace alone at the end).
+
+Sources: after `complete` the bot reads the run detail and ends the answer with the documents it
+names. Given the same detail (`bench.details`), the expected answer ends with the same sources
+line. An answer shown without it (the bot's detail lookup failed or was late, which leaves the
+answer without sources by design) still counts as exact when the rest is; `Outcome.sources`
+tells the two apart.
 """
 
 from __future__ import annotations
@@ -15,8 +26,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.powabase.events import parse_event
+from bot.powabase.sources import searched_knowledge_bases, sources_from_run
 from bot.render import render_answer, render_trace
-from bot.state import AnswerState
+from bot.render.answer import answer_markdown
+from bot.render.sources import sources_markdown
+from bot.state import AnswerState, Phase
 from sandbox.powabase import RunRecord
 
 
@@ -34,8 +48,10 @@ def complete_written(run: RunRecord) -> bool:
     return "complete" in names or (run.status == "cancelled" and "chunk" in names)
 
 
-def replay(run: RunRecord) -> AnswerState:
-    """The bot's final state for `run`, rebuilt from the stand-in's record of what it sent."""
+def replay(run: RunRecord, detail: Any = None) -> AnswerState:
+    """The bot's final state for `run`, rebuilt from the stand-in's record of what it sent;
+    with the run's `detail` (what the bot reads after `complete`), also the sources the bot
+    names from it (`bot.powabase.sources`), as the bot does for a completed, delegated run."""
     state = AnswerState(question=run.message, started_at=0.0)
     payloads = list(run.event_payloads)
     if not any(p.get("event") == "complete" for p in payloads) and complete_written(run):
@@ -52,13 +68,42 @@ def replay(run: RunRecord) -> AnswerState:
         )
     for step, payload in enumerate(payloads, start=1):
         state.apply(parse_event(None, json.dumps(payload)), float(step))
+    if detail is not None and state.phase is Phase.DONE and state.delegations:
+        searched = searched_knowledge_bases(state.delegations)
+        state.sources = sources_from_run(detail, searched_kbs=searched)
     return state
 
 
-def expected_messages(run: RunRecord) -> tuple[list[Any], list[Any]]:
-    """(answer messages, trace messages) the renderer produces for the finished run."""
-    state = replay(run)
+def expected_messages(run: RunRecord, detail: Any = None) -> tuple[list[Any], list[Any]]:
+    """(answer messages, trace messages) the renderer produces for the finished run (with the
+    sources named by `detail`, when given)."""
+    state = replay(run, detail)
     return list(render_answer(state)), list(render_trace(state))
+
+
+def native_text(run: RunRecord, detail: Any = None) -> str:
+    """What a natively streamed answer finally shows: the safe Markdown of the final text, then
+    the sources line (`bot.render.sources.sources_markdown`) when `detail` names sources; for a
+    run that ended with no text, what the classic render shows instead."""
+    state = replay(run, detail)
+    if not state.text.strip():
+        return render_answer(state)[-1].text
+    text = answer_markdown(state.text)
+    if state.sources:
+        return f"{text.rstrip()}\n\n{sources_markdown(state.sources)}"
+    return text
+
+
+def native_problem(shown: Any, run: RunRecord, detail: Any = None) -> str | None:
+    """None when a natively streamed message was stopped and shows exactly the answer's safe
+    Markdown (and the sources line `detail` gives), else what differs."""
+    if shown.stream_state != "stopped":
+        return f"native stream ended {shown.stream_state!r}, not stopped"
+    want = native_text(run, detail).rstrip()
+    got = shown.text.rstrip()
+    if got != want:
+        return f"native text differs: shown {_clip(got)!r}, expected {_clip(want)!r}"
+    return None
 
 
 def payload_problem(shown: Any, expected: Any) -> str | None:

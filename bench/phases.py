@@ -1,4 +1,4 @@
-"""The four benchmark phases; each runs in a fresh world and returns a `PhaseResult`."""
+"""The benchmark phases; each runs in a fresh world and returns a `PhaseResult`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.details import RunDetails
 from bench.expected import complete_written
-from bench.measure import WRITE_METHODS, Outcome, outcomes
+from bench.measure import PREFIX_WORDS, WRITE_METHODS, Outcome, outcomes
 from bench.scale import TimeScale
 from bench.stats import summary
 from bench.world import World, open_world
@@ -96,8 +97,11 @@ async def _finish(
     t0: float,
     stats: dict[str, Any],
     notes: list[str],
+    *,
+    prefix_words: int = PREFIX_WORDS,
 ) -> PhaseResult:
-    """Stop the bot (it drains), then measure everything the stand-ins recorded."""
+    """Stop the bot (it drains), then measure everything the stand-ins recorded (first text:
+    the first `prefix_words` words of the answer shown, see `bench.measure.outcome`)."""
     asked = len(world.asked)
     if stats["finished"] < asked:
         notes.append(
@@ -112,7 +116,10 @@ async def _finish(
         )
     harness = {"lag": summary(world.harness_lag.samples), "spikes": world.harness_lag.spikes()}
     final = await world.bot.stop()
-    results = outcomes(world.slack, world.powabase.runs, world.asked)
+    details = await RunDetails().fetch(world.powabase, world.powabase.runs)
+    results = outcomes(
+        world.slack, world.powabase.runs, world.asked, details=details, prefix_words=prefix_words
+    )
     return PhaseResult(
         name=world.name,
         description=description,
@@ -147,6 +154,7 @@ def _world(
     delta_delay: float | None = None,
     scale_stall: bool = True,
     extra_settings: dict[str, str] | None = None,
+    delta_size: int | None = None,
 ) -> contextlib.AbstractAsyncContextManager[World]:
     """`open_world` with this run's lag ticker and diagnosis settings; answer deltas come at the
     configured delay, scaled, unless `delta_delay` (wall seconds) is given."""
@@ -160,6 +168,7 @@ def _world(
         lag_interval=cfg.lag_interval,
         slow_callback=cfg.slow_callback,
         extra_settings=extra_settings,
+        delta_size=delta_size,
     )
 
 
@@ -249,3 +258,61 @@ async def streams_phase(cfg: BenchConfig, workdir: Path, questions: list[str]) -
             "deltas (upstream not scaled)"
         )
         return await _finish(world, what, scale, t0, stats, [])
+
+
+# The two configurations of the first-words phase: the shipped default (native streaming on,
+# POWABOT_NATIVE_STREAMING unset) and the classic path (post + chat.update).
+FIRST_WORDS_CONFIGS: dict[str, dict[str, str]] = {
+    "first-words": {},
+    "first-words-classic": {"POWABOT_NATIVE_STREAMING": "false"},
+}
+FIRST_WORDS_PREFIX = 1  # "first answer text": the answer's first word is on screen
+
+
+async def first_words_phase(
+    cfg: BenchConfig, workdir: Path, questions: list[str], *, name: str
+) -> PhaseResult:
+    """First words first, under load: `cfg.first_words_answers` LLM-paced answers (a few
+    characters every few tens of ms) asked at once by as many users in one workspace, half in
+    DMs and half by @-mention, `first_words_per_channel` per channel; Slack's real rates by
+    default. `name` is one of FIRST_WORDS_CONFIGS (the bot's settings for the run).
+
+    First text is the first write after which the answer's first word is on screen.
+    """
+    scale = cfg.first_words_scale()
+    count = cfg.first_words_answers
+    async with _world(
+        cfg,
+        name,
+        scale,
+        workdir,
+        questions,
+        delta_delay=scale.seconds(cfg.first_words_delta_delay),
+        extra_settings=FIRST_WORDS_CONFIGS[name],
+        delta_size=cfg.first_words_delta_chars,
+    ) as world:
+        world.harness_lag.reset()
+        t0 = time.monotonic()
+        for i in range(count):  # DMs and @-mentions alternate
+            if i % 2 == 0:
+                await world.ask(user=f"U0FW{i:04d}", channel=f"D0FW{i:04d}", mention=False)
+            else:
+                channel = f"C0FW{(i // 2) // cfg.first_words_per_channel:03d}"
+                await world.ask(user=f"U0FW{i:04d}", channel=channel, mention=True)
+        budget = 60 + 10 * scale.seconds(2 * count * 60 / 50 + count * 2)
+        stats = await world.wait_finished(count, _deadline(budget), poll=FINISH_POLL)
+        dms = (count + 1) // 2
+        channels = len({a.channel for a in world.asked}) - dms
+        native = "classic path (POWABOT_NATIVE_STREAMING=false)"
+        if not FIRST_WORDS_CONFIGS[name]:
+            native = "default configuration (POWABOT_NATIVE_STREAMING unset)"
+        what = (
+            f"{native}: {count} answers asked at once by {count} users, {dms} DMs + "
+            f"{count - dms} @-mentions in {channels} channels; deltas of "
+            f"{cfg.first_words_delta_chars} characters every {cfg.first_words_delta_delay:g} s"
+        )
+        notes = [
+            f"deltas of {cfg.first_words_delta_chars} characters: the bench swaps the Powabase "
+            "stand-in's splitter in this process (stopgap, see bench.world.delta_chars)"
+        ]
+        return await _finish(world, what, scale, t0, stats, notes, prefix_words=FIRST_WORDS_PREFIX)

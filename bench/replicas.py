@@ -30,7 +30,8 @@ import asyncpg
 
 from bench.bot_launcher import BotProcess
 from bench.config import BenchConfig
-from bench.expected import expected_messages
+from bench.details import RunDetails
+from bench.expected import expected_messages, native_text
 from bench.figures import Figure
 from bench.measure import Asked, Outcome, outcomes, writes_by_thread
 from bench.scale import TimeScale
@@ -55,16 +56,18 @@ class ReplicaFleet:
     questions: list[str]
     dsn: str
     asked: list[Asked] = field(default_factory=list)
+    details: RunDetails = field(default_factory=RunDetails)
 
     async def ask(self, *, user: str, channel: str, mention: bool) -> Asked:
         return await ask_next(self.slack, self.questions, self.asked, user, channel, mention)
 
     def measure(self, asked: Sequence[Asked]) -> list[Outcome]:
-        return outcomes(self.slack, self.powabase.runs, asked)
+        return outcomes(self.slack, self.powabase.runs, asked, details=self.details.found)
 
     async def wait_exact(self, asked: Sequence[Asked], deadline: float) -> list[Outcome]:
         """Poll the Slack side until every answer of `asked` is exact, or the deadline."""
         while True:
+            await self.details.fetch(self.powabase, self.powabase.runs)
             found = self.measure(asked)
             if all(o.exact for o in found) or time.monotonic() >= deadline:
                 return found
@@ -268,7 +271,8 @@ async def _held_by(f: ReplicaFleet, pid: int, batch: Sequence[Asked]) -> set[tup
 
 
 def _final_text_at(f: ReplicaFleet, asked: Asked) -> float | None:
-    """When the answer message of `asked` first showed its final text (its edit history)."""
+    """When the answer message of `asked` first showed its final text (its edit history), as
+    the classic render or as natively streamed Markdown (the sources that follow not needed)."""
     runs = [r for r in f.powabase.runs if asked.tag in r.message]
     if not runs:
         return None
@@ -276,12 +280,12 @@ def _final_text_at(f: ReplicaFleet, asked: Asked) -> float | None:
     replies = [m for m in f.slack.thread(asked.channel, asked.thread_ts) if m.is_bot]
     if not expected or not replies:
         return None
-    want = expected[0].text
+    wants = {expected[0].text, native_text(runs[-1]).rstrip()}
     first = replies[0]
-    times = [t for t, text in first.edits if text == want]
+    times = [t for t, text in first.edits if text in wants or text.rstrip() in wants]
     if times:
         return min(times)
-    return first.created if first.text == want and not first.edits else None
+    return first.created if first.text in wants and not first.edits else None
 
 
 def replicas_figures(r: ReplicasResult) -> list[Figure]:

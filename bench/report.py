@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from bench.chaos import chaos_summary
 from bench.config import BenchConfig
 from bench.figures import Figure
-from bench.phases import PhaseResult
+from bench.measure import CLASSIC, NATIVE, NATIVE_THEN_CLASSIC
+from bench.phases import FIRST_WORDS_CONFIGS, PhaseResult
 from bench.stats import percentile, summary
 
 # Goals in unscaled (real Slack) seconds; a phase run at time scale N divides them by N.
@@ -21,6 +24,8 @@ FINAL_EDIT_P50_S = 1.0
 FINAL_EDIT_P99_S = 2.0
 WRITE_RATIO_MAX = 0.33  # at most a third of the writes of "edit on every delta"
 DURATION_OVER_FLOOR_MAX = 1.5
+FIRST_WORDS_P50_S = 0.3  # first-words phase, default configuration
+FIRST_WORDS_P90_S = 1.0
 MAX_PROBLEMS_IN_JSON = 20
 
 
@@ -213,6 +218,93 @@ def chaos_figures(r: PhaseResult) -> list[Figure]:
     ]
 
 
+def _never(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "never shown" if math.isinf(value) else f"{value:.3f} s"
+
+
+def first_words_figures(r: PhaseResult) -> list[Figure]:
+    """First word on screen (p50, p90, p99, max), complete and exact, 429s, notices and how the
+    answers were delivered. Goals apply to the default configuration; the classic one's figures
+    are information. An answer whose first word never showed counts as infinitely late."""
+    key = r.name.replace("-", "_")
+    goals = not FIRST_WORDS_CONFIGS.get(r.name)
+    late = [
+        o.first_text_latency if o.first_text_latency is not None else math.inf for o in r.outcomes
+    ]
+    shown = sum(1 for v in late if not math.isinf(v))
+    label = "first answer delta -> first word of the answer on screen"
+    out: list[Figure] = []
+    for pct, real in ((50, FIRST_WORDS_P50_S), (90, FIRST_WORDS_P90_S), (99, None), (100, None)):
+        value = percentile(late, pct)
+        name = "max" if pct == 100 else f"p{pct}"
+        display = _never(value) + (f" ({shown}/{r.asked} shown)" if pct == 50 else "")
+        if real is None:
+            goal, passed = "info", None
+        else:
+            limit, goal = _time_goal(real, r.scale)
+            passed = None if value is None else value <= limit
+            if not goals:
+                goal, passed = f"info (default: {goal})", None
+        out.append(
+            Figure(
+                f"{key}_first_text_{name}", r.name, f"{label}, {name}", value, display, goal, passed
+            )
+        )
+    exact = sum(1 for o in r.outcomes if o.exact)
+    unsourced = sum(1 for o in r.outcomes if o.exact and o.sources is False)
+    notices = Counter(o.notice for o in r.outcomes if o.notice)
+    ways = Counter(o.delivery for o in r.outcomes)
+    refused = sum(o.starts_refused for o in r.outcomes)
+    delivered = (
+        f"native {ways[NATIVE]}, native then classic {ways[NATIVE_THEN_CLASSIC]}, "
+        f"classic {ways[CLASSIC]} (chat.startStream refused {refused}x)"
+    )
+    return [
+        *out,
+        Figure(
+            f"{key}_exact",
+            r.name,
+            "answers complete and exact",
+            float(exact),
+            f"{exact}/{r.asked}" + (f" ({unsourced} without their sources)" if unsourced else ""),
+            f"= {r.asked}" if goals else "info",
+            (exact == r.asked) if goals else None,
+        ),
+        Figure(
+            f"{key}_429",
+            r.name,
+            "HTTP 429 received",
+            float(r.ratelimited),
+            str(r.ratelimited),
+            "0" if goals else "info",
+            (r.ratelimited == 0) if goals else None,
+        ),
+        Figure(
+            f"{key}_notices",
+            r.name,
+            "answers ending with a notice",
+            float(sum(notices.values())),
+            f"{sum(notices.values())}/{r.asked}"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in sorted(notices.items()))})" if notices else ""
+            ),
+            "info",
+            None,
+        ),
+        Figure(
+            f"{key}_delivery",
+            r.name,
+            "answers delivered by native stream / fallen back to classic",
+            float(ways[NATIVE]),
+            delivered,
+            "info",
+            None,
+        ),
+    ]
+
+
 def figures(results: dict[str, PhaseResult], cfg: BenchConfig) -> list[Figure]:
     out: list[Figure] = []
     if "latency" in results:
@@ -225,6 +317,9 @@ def figures(results: dict[str, PhaseResult], cfg: BenchConfig) -> list[Figure]:
         out += stream_figures(results["streams"], cfg)
     if "chaos" in results:
         out += chaos_figures(results["chaos"])
+    for name in FIRST_WORDS_CONFIGS:
+        if name in results:
+            out += first_words_figures(results[name])
     return out
 
 
@@ -250,6 +345,8 @@ def phase_json(r: PhaseResult) -> dict[str, Any]:
         "final_latency_s": summary(final),
         "writes": summary([float(o.writes) for o in r.outcomes]),
         "writes_ratelimited": sum(o.writes_ratelimited for o in r.outcomes),
+        "delivery": dict(Counter(o.delivery or "unknown" for o in r.outcomes)),
+        "notices": dict(Counter(o.notice for o in r.outcomes if o.notice)),
         "bot": r.bot_stats,
         "bot_ready": r.ready_stats,
         "not_exact": len(problems),
@@ -270,6 +367,7 @@ def document(
         "scales": {
             "latency": cfg.latency_scale().describe(),
             "load": cfg.load_scale().describe(),
+            "first_words": cfg.first_words_scale().describe(),
         },
         "figures": [{**dataclasses.asdict(f), "result": f.result} for f in figs],
         "phases": {name: phase_json(r) for name, r in results.items()},
@@ -288,6 +386,10 @@ def table(figs: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
+def _per_minute(rate: float | None) -> str:
+    return "unlimited" if rate is None else f"{rate:g}/min"
+
+
 def header(cfg: BenchConfig, results: dict[str, PhaseResult], wall_s: float) -> str:
     latency = cfg.latency_scale()
     load = cfg.load_scale()
@@ -302,6 +404,19 @@ def header(cfg: BenchConfig, results: dict[str, PhaseResult], wall_s: float) -> 
         f"burst {lim.post_burst}; bot budgets and POWABOT_EDIT_INTERVAL scaled alike)",
         "time goals are real-Slack seconds divided by the phase's time scale",
     ]
+    if any(name in results for name in FIRST_WORDS_CONFIGS):
+        fw = cfg.first_words_scale()
+        lim = fw.standin_limits()
+        lines.append(
+            f"first-words phases x{fw.factor:g}: Slack stand-in chat.update "
+            f"{lim.update_per_minute_per_workspace:g}/min burst {lim.update_burst}, "
+            f"chat.postMessage {lim.post_per_second_per_channel:g}/s/channel burst "
+            f"{lim.post_burst}, chat.startStream {_per_minute(lim.start_per_minute_per_workspace)} "
+            f"burst {lim.start_burst}, chat.appendStream "
+            f"{_per_minute(lim.append_per_minute_per_workspace)} burst {lim.append_burst}, "
+            f"chat.stopStream {_per_minute(lim.stop_per_minute_per_workspace)} burst "
+            f"{lim.stop_burst} (per workspace)"
+        )
     if cfg.budget_headroom != 1:
         lines.append(
             f"EXPERIMENT: bot budgets at {cfg.budget_headroom:g} x Slack's rates "

@@ -10,7 +10,14 @@ from typing import Any
 from bench.chaos import chaos_phase
 from bench.config import BenchConfig
 from bench.figures import Figure
-from bench.phases import PhaseResult, latency_phase, load_phase, streams_phase
+from bench.phases import (
+    FIRST_WORDS_CONFIGS,
+    PhaseResult,
+    first_words_phase,
+    latency_phase,
+    load_phase,
+    streams_phase,
+)
 from bench.replicas import ReplicasResult, replicas_figures, replicas_phase, summary_figures
 from bench.report import document, figures
 from bench.world import load_questions
@@ -51,6 +58,9 @@ async def run_bench(cfg: BenchConfig, workdir: Path) -> BenchReport:
         results["streams"] = await streams_phase(cfg, workdir, questions)
     if "chaos" in cfg.phases:
         results["chaos"] = await chaos_phase(cfg, workdir, questions)
+    if "first-words" in cfg.phases:  # once per configuration: default (native), then classic
+        for name in FIRST_WORDS_CONFIGS:
+            results[name] = await first_words_phase(cfg, workdir, questions, name=name)
     replicas = None
     if "replicas" in cfg.phases:
         replicas = await replicas_phase(cfg, workdir, questions)

@@ -46,16 +46,23 @@ class TimeScale:
         return real_seconds / self.factor
 
     def standin_limits(self) -> RateLimits:
+        """The Slack stand-in's limits (its `RateLimits` defaults), every rate times `factor`.
+
+        The streaming tiers scale too; the bot's own streaming buckets are constants in
+        `bot.slack.native` and do not, so above scale 1 the bot uses less of those tiers than
+        it may (fewer native streams, never more 429s)."""
         base = RateLimits()
-        append = base.append_per_minute_per_workspace
-        return RateLimits(
+        return dataclasses.replace(
+            base,
             update_per_minute_per_workspace=base.update_per_minute_per_workspace * self.factor,
-            update_burst=base.update_burst,
             post_per_second_per_channel=base.post_per_second_per_channel * self.factor,
-            post_burst=base.post_burst,
-            append_per_minute_per_workspace=None if append is None else append * self.factor,
-            append_burst=base.append_burst,
+            append_per_minute_per_workspace=self._rate(base.append_per_minute_per_workspace),
+            start_per_minute_per_workspace=self._rate(base.start_per_minute_per_workspace),
+            stop_per_minute_per_workspace=self._rate(base.stop_per_minute_per_workspace),
         )
+
+    def _rate(self, per_minute: float | None) -> float | None:
+        return None if per_minute is None else per_minute * self.factor
 
     def bot_budgets(self) -> dict[str, float]:
         """Keyword arguments for `Budgets(...)` (plain numbers, so they cross a process edge)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from bench.lag import LagTicker
 from bench.measure import Asked
 from bench.scale import TimeScale
 from sandbox.powabase import PowabaseStandin
+from sandbox.powabase import runs as powabase_runs
 from sandbox.slack import SlackStandin
 
 SEED_CONTENT = REPO / "seed-content"
@@ -58,6 +59,36 @@ async def ask_next(
     question = Asked(index, tag, text, user, channel, said.ts, t_asked)
     asked.append(question)
     return question
+
+
+def split_chars(text: str, chars: int) -> list[str]:
+    """`text` cut into pieces of `chars` characters (the last one shorter) that concatenate to
+    exactly `text`: the deltas of a model streaming a few characters at a time."""
+    return [text[i : i + chars] for i in range(0, len(text), chars)]
+
+
+@contextlib.contextmanager
+def delta_chars(chars: int | None) -> Iterator[None]:
+    """While open, the Powabase stand-in's answer deltas carry `chars` characters each (None:
+    its own split, a few words per delta).
+
+    STOPGAP: the stand-in has no knob for the size of a delta yet, so this swaps its splitter
+    (`sandbox.powabase.runs.split_deltas`, which the run handler looks up per run) in this
+    process, where the stand-in runs; the original is put back on exit.
+    """
+    if chars is None:
+        yield
+        return
+    original = powabase_runs.split_deltas
+
+    def pieces(text: str, words: int = 0) -> list[str]:
+        return split_chars(text, chars)
+
+    powabase_runs.split_deltas = pieces
+    try:
+        yield
+    finally:
+        powabase_runs.split_deltas = original
 
 
 @dataclass
@@ -124,8 +155,38 @@ async def open_world(
     lag_interval: float = 0.02,
     slow_callback: float = 0.0,
     extra_settings: dict[str, str] | None = None,
+    delta_size: int | None = None,
 ) -> AsyncIterator[World]:
-    """Start both stand-ins and the bot (Socket Mode) wired to them; tear all down after."""
+    """Start both stand-ins and the bot (Socket Mode) wired to them; tear all down after.
+    Answer deltas carry `delta_size` characters each when given (see `delta_chars`)."""
+    with delta_chars(delta_size):
+        async with _open_world(
+            name,
+            scale=scale,
+            delta_delay=delta_delay,
+            workdir=workdir,
+            questions=questions,
+            scale_stall=scale_stall,
+            lag_interval=lag_interval,
+            slow_callback=slow_callback,
+            extra_settings=extra_settings,
+        ) as world:
+            yield world
+
+
+@contextlib.asynccontextmanager
+async def _open_world(
+    name: str,
+    *,
+    scale: TimeScale,
+    delta_delay: float,
+    workdir: Path,
+    questions: list[str],
+    scale_stall: bool,
+    lag_interval: float,
+    slow_callback: float,
+    extra_settings: dict[str, str] | None,
+) -> AsyncIterator[World]:
     slack = SlackStandin(rate_limits=scale.standin_limits())
     powabase = PowabaseStandin(delta_delay=delta_delay)
     await slack.start()

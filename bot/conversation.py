@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,12 @@ from bot.metrics import ANSWERS, ANSWERS_IN_FLIGHT, LEASE_TAKEOVERS, UPSTREAM_ER
 from bot.powabase.client import PowabaseClient
 from bot.powabase.events import StartEvent
 from bot.powabase.outcome import error_kind, operator_reason
+from bot.powabase.sources import Source, searched_knowledge_bases, sources_from_run
 from bot.render import render_trace
+from bot.slack.assistant import Assistant
 from bot.slack.native import STOP_BURST, STOPS_PER_SECOND, NativeAnswerStream
 from bot.slack.publisher import Publisher, Stream
+from bot.slack.sessions import AgentSessions
 from bot.state import AnswerState, ErrorKind, Phase
 from bot.store.base import (
     QUESTION_MAX,
@@ -62,6 +65,22 @@ UNREACHABLE_CHANNELS = 1000
 # Runs of one question at most (the first and two takeovers): a question whose replicas keep
 # dying (a poison message, an out-of-memory answer) then ends with a notice, not a loop.
 MAX_ATTEMPTS = 3
+# Sources (read from the run detail after `complete`): a native stream still open waits this
+# long for them before it stops (its text is on screen already), and shows them at its end;
+# otherwise they head the trace message posted under the answer (within `SOURCES_TIMEOUT`;
+# no chat.update is spent on them).
+SOURCES_WAIT = 1.5  # seconds
+SOURCES_TIMEOUT = 5.0  # seconds
+
+
+@dataclass
+class Running:
+    """An answer in progress that its user may stop."""
+
+    user_id: str
+    state: AnswerState
+    stream: Stream
+    task: asyncio.Task[None] | None = None  # the Powabase run, once it started
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,7 @@ class Answerer:
         max_queued: int = 1000,
         stall_after: float = 8.0,
         run_timeout: float = 300.0,
+        assistant: Assistant | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -188,6 +208,36 @@ class Answerer:
         self.finished = 0  # answers that reached their final Slack state (tests wait on it)
         self._unreachable: dict[str, float] = {}  # channel → when a placeholder found it gone
         self._delivered_unleased: set[AnswerKey] = set()  # lease lost as its final edit went
+        self.sessions = AgentSessions(publisher.caller, publisher.budgets)
+        self.assistant = assistant  # thread titles and viewed channels (the DM surface)
+        self.extras: set[asyncio.Future[None]] = set()  # best-effort writes in flight
+        # (team, channel, thread) → answers running there, for Stop
+        self.running: dict[tuple[str, str, str], list[Running]] = {}
+
+    async def stop(
+        self, team_id: str, channel_id: str, thread_ts: str | None, user_id: str
+    ) -> bool:
+        """The user asked to stop: their answers in progress in that thread (or, with
+        `thread_ts` None, anywhere in that DM channel) end with what arrived plus "Stopped.",
+        and their Powabase streams are closed (Powabase cancels a run whose client left).
+        Someone else's answer, or one already finished, is left alone: False then."""
+        stopped = 0
+        for (team, channel, thread), answers in self.running.items():
+            if team != team_id or channel != channel_id:
+                continue
+            if thread_ts is not None and thread != thread_ts:
+                continue
+            for r in answers:
+                if r.user_id != user_id or r.state.finished:
+                    continue
+                r.state.fail(ErrorKind.STOPPED, "stopped by the user", self.clock())
+                if r.task is not None and not r.task.done():
+                    r.task.cancel()
+                r.stream.update()
+                stopped += 1
+        if stopped:
+            log.info("answer_stopped_by_user", channel=channel_id, answers=stopped)
+        return stopped > 0
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -356,6 +406,8 @@ class Answerer:
                 log.warning("answer_given_up", attempts=taken.attempts - 1)
                 state.fail(ErrorKind.INTERRUPTED, "its replicas kept stopping", self.clock())
         adopted = taken is not None and taken.reply_ts is not None
+        if lease is not None and not adopted:
+            stream.on_posted = self._on_posted(lease)
         me = asyncio.current_task()
         would_wait = self.threads.busy(q.key) or not self.admission.available
         if would_wait and not state.finished:
@@ -403,7 +455,11 @@ class Answerer:
         cancelled = False
         loop = asyncio.get_running_loop()
         placed_at = loop.time()
+        me = Running(q.user_id, state, stream)
+        where = (q.team_id, q.channel_id, q.reply_thread_ts)
+        self.running.setdefault(where, []).append(me)
         async with contextlib.AsyncExitStack() as turn:
+            turn.callback(self._not_running, where, me)
             try:
                 state.after_previous = self.threads.busy(q.key)
                 if state.after_previous:  # acknowledged at once, answered after the previous
@@ -440,6 +496,7 @@ class Answerer:
                     self._skipped(q, skip)
                     return state
                 running = asyncio.create_task(self._run_guarded(q, state, stream, session))
+                me.task = running
                 if not placing.done():  # the run goes on; it ends if Slack refuses the reply
                     await asyncio.wait({placing, running}, return_when=asyncio.FIRST_COMPLETED)
                     skip = _refusal(placing)
@@ -465,6 +522,13 @@ class Answerer:
         if cancelled:
             raise asyncio.CancelledError
         return state
+
+    def _not_running(self, where: tuple[str, str, str], me: Running) -> None:
+        answers = self.running.get(where, [])
+        if me in answers:
+            answers.remove(me)
+        if not answers:
+            self.running.pop(where, None)
 
     async def _unless_refused(
         self,
@@ -567,6 +631,15 @@ class Answerer:
             await _settled(placing)
         stream.abandon()
 
+    def _on_posted(self, lease: AnswerKey) -> Callable[[str, bool], Awaitable[None]]:
+        """What a stream calls once the reply's first message exists (its first words, or a
+        native stream): recorded for the lease, so a takeover finishes that message."""
+
+        async def posted(ts: str, native: bool) -> None:
+            await self.leases.posted(lease, ts, native=native)
+
+        return posted
+
     async def _place(
         self,
         state: AnswerState,
@@ -583,10 +656,9 @@ class Answerer:
         if adopted:
             return None
         try:
-            ts = await stream.start(state)
-            if lease is not None:
-                native = isinstance(stream, NativeAnswerStream) and stream.ts == ts
-                await self.leases.posted(lease, ts, native=native)
+            ts = await stream.start(state)  # None: only a status so far (see `_on_posted`)
+            if lease is not None and ts is not None:
+                await self.leases.posted(lease, ts, native=False)
         except SlackDeliveryError as exc:
             if exc.channel_gone or exc.auth_failed:
                 return exc
@@ -619,8 +691,15 @@ class Answerer:
         raises); a refused key or id raises the operator alert, a completed run clears it.
         The channel going away mid-answer ends the run (the stream is closed: Powabase cancels
         it) and nothing more is written to Slack."""
+        if state.finished:  # stopped while it waited for its turn
+            return
         log.info("answer_started")
         last_event = [self.clock()]
+        processing = asyncio.create_task(
+            self.sessions.set(
+                q.team_id, q.channel_id, q.reply_thread_ts, "processing", user_id=q.user_id
+            )
+        )
         try:
             if session is None:  # a file or an image alone: nothing to ask Powabase
                 state.fail(ErrorKind.NO_QUESTION, "message without text", self.clock())
@@ -649,9 +728,19 @@ class Answerer:
                     f"no complete answer after {self.run_timeout:g}s",
                     self.clock(),
                 )
+        except asyncio.CancelledError:
+            if not _stopped(state):
+                raise
+            log.info("answer_run_stopped", chars=len(state.text))
         except Exception as exc:
             log.exception("answer_crashed")
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
+        finally:
+            await asyncio.wait({processing})
+        if _stopped(state) or state.finished:
+            await self.sessions.set(
+                q.team_id, q.channel_id, q.reply_thread_ts, "active", user_id=q.user_id
+            )
         if stream.channel_gone:
             state.fail(ErrorKind.INTERRUPTED, "the channel went away mid-answer", self.clock())
             return
@@ -668,7 +757,7 @@ class Answerer:
         session: asyncio.Task[str],
     ) -> None:
         agent_session_id = await session
-        events = self.powabase.stream_run(q.text, agent_session_id)
+        events = self.powabase.stream_run(self._with_context(q), agent_session_id)
         async with contextlib.aclosing(events):  # leaving it closes the stream: run cancelled
             async for event in events:
                 if stream.channel_gone:
@@ -685,6 +774,23 @@ class Answerer:
                             log.error("store_session_update_failed", error=str(exc))
                 stream.update()
 
+    def _background(self, step: Awaitable[None]) -> None:
+        """Run a best-effort Slack write beside the answer (kept referenced until done)."""
+        task = asyncio.ensure_future(step)
+        self.extras.add(task)
+        task.add_done_callback(self.extras.discard)
+
+    def _with_context(self, q: Question) -> str:
+        """The question, plus the channel the user is viewing when Slack said (the assistant
+        thread's context): "which channel is this about" often is the question."""
+        viewing = None
+        if self.assistant is not None:
+            viewing = self.assistant.contexts.viewing(q.channel_id, q.reply_thread_ts)
+        if not viewing:
+            return q.text
+        log.info("question_context", viewing=viewing)
+        return f"{q.text}\n\n(Asked in Slack while viewing the channel <#{viewing}>.)"
+
     async def _session_for(self, q: Question) -> str:
         """The thread's agent session id; a fresh one (not remembered) if the store is down.
 
@@ -697,6 +803,11 @@ class Answerer:
                     q.key, new_agent_session_id(), make_title(q.text)
                 )
                 log.info("session_created", agent_session_id=session.agent_session_id)
+                if self.assistant is not None and q.channel_type == "im":
+                    title = self.assistant.set_title(
+                        q.team_id, q.channel_id, q.reply_thread_ts, q.text
+                    )
+                    self._background(title)  # never holds the run back
             return session.agent_session_id
         except StoreError as exc:
             log.error("store_session_unavailable", error=str(exc))
@@ -753,6 +864,11 @@ class Answerer:
             await self._record(q, state)
             self.finished += 1
             return
+        sources = self._fetch_sources(state)
+        if sources is not None and isinstance(stream, NativeAnswerStream) and stream.streaming:
+            # The text is on screen already: the stream's stop may wait a moment for them.
+            await asyncio.wait({sources}, timeout=SOURCES_WAIT)
+            _take_sources(state, sources)
         lost: SlackDeliveryError | None = None
         try:
             await stream.finish()  # returns only once Slack accepted the final text
@@ -761,6 +877,8 @@ class Answerer:
         except Exception as exc:
             log.exception("answer_delivery_crashed")
             lost = SlackDeliveryError("finish", f"unexpected: {type(exc).__name__}")
+        if sources is not None:
+            await self._await_sources(state, sources, delivered=lost is None)
         if lost is None and stream.truncated:  # the note promises the full answer below
             try:
                 await stream.attach_full_answer(state.text, "Full answer")
@@ -795,17 +913,56 @@ class Answerer:
         await self._record(q, state)
         self.finished += 1
 
+    def _fetch_sources(self, state: AnswerState) -> asyncio.Task[list[Source]] | None:
+        """Read the documents a completed answer rests on (run detail), in the background."""
+        if state.phase is not Phase.DONE or not state.run_id or not state.delegations:
+            return None
+        return asyncio.create_task(self._sources_of(state.run_id, state))
+
+    async def _sources_of(self, run_id: str, state: AnswerState) -> list[Source]:
+        detail: object = None  # unreadable: the knowledge bases searched are named instead
+        try:
+            detail = await self.powabase.run_detail(run_id, within=SOURCES_TIMEOUT)
+        except UpstreamError as exc:
+            log.info("sources_unavailable", error_type=type(exc).__name__, error=str(exc))
+        searched = searched_knowledge_bases(state.delegations)
+        found = sources_from_run(detail, searched_kbs=searched)
+        log.info("sources_found", count=len(found))
+        return found
+
+    async def _await_sources(
+        self, state: AnswerState, sources: asyncio.Task[list[Source]], *, delivered: bool
+    ) -> None:
+        """Wait (at most `SOURCES_TIMEOUT`) for the sources the trace shows right under the
+        answer, unless the answer went undelivered or already has them (a native stream)."""
+        if delivered and not state.sources:
+            await asyncio.wait({sources}, timeout=SOURCES_TIMEOUT)
+            _take_sources(state, sources)
+        await _settled(sources)
+
     async def _record(self, q: Question, state: AnswerState) -> None:
         """The run and its trace, for the store (a store fault is logged, not raised)."""
         try:
             await self.store.record_run(
                 q.key,
                 run_id=state.run_id,
-                status=state.phase.value,
+                status=ErrorKind.STOPPED.value if _stopped(state) else state.phase.value,
                 trace=trace_record(state),
             )
         except StoreError as exc:
             log.error("store_record_failed", error=str(exc))
+
+
+def _take_sources(state: AnswerState, sources: asyncio.Task[list[Source]]) -> bool:
+    """Put the looked-up sources into `state` if the lookup is done; whether there are any."""
+    if sources.done() and not sources.cancelled() and sources.exception() is None:
+        state.sources = sources.result()
+    return bool(state.sources)
+
+
+def _stopped(state: AnswerState) -> bool:
+    """The user stopped this answer."""
+    return state.error is not None and state.error.kind is ErrorKind.STOPPED
 
 
 def _refusal(placing: asyncio.Task[SlackDeliveryError | None]) -> SlackDeliveryError | None:

@@ -30,6 +30,7 @@ from bot.metrics import ANSWERS_QUEUED, ANSWERS_RUNNING, OPERATOR_ALERTS_OPEN
 from bot.powabase.client import open_powabase
 from bot.settings import Settings
 from bot.slack import listeners
+from bot.slack.assistant import Assistant
 from bot.slack.budget import Budgets
 from bot.slack.publisher import Publisher
 from bot.slack.shared_budget import make_budgets
@@ -84,6 +85,8 @@ class Powabot:
             native_streaming=settings.POWABOT_NATIVE_STREAMING,
             alerts=self.alerts,
         )
+        # Greeting, suggested prompts, thread titles, viewed channels (the bot's DM surface).
+        self.assistant = Assistant.build(settings, self.publisher.caller, self.publisher.budgets)
         self.answerer = Answerer(
             store=self.store,
             powabase=self.powabase,
@@ -94,6 +97,7 @@ class Powabot:
             max_queued=settings.POWABOT_MAX_QUEUED,
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
             run_timeout=settings.POWABOT_RUN_TIMEOUT,
+            assistant=self.assistant,
         )
         self.app = AsyncApp(
             client=self.slack,
@@ -101,7 +105,7 @@ class Powabot:
             request_verification_enabled=not settings.socket_mode,
             process_before_response=False,
         )
-        listeners.register(self.app, self.answerer)
+        listeners.register(self.app, self.answerer, self.assistant)
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self._accepting = False  # Slack events are taken (started, not stopping)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -13,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 
@@ -33,6 +36,15 @@ SECRET_FIELDS = (
     "POWABASE_API_KEY",
     "SUPABASE_SERVICE_ROLE_KEY",
 )
+
+
+class SuggestedPrompt(BaseModel):
+    """One suggested prompt of the bot's DM: the button's `title` and the `message` it sends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    title: str = Field(min_length=1, max_length=75)
+    message: str = Field(min_length=1, max_length=4000)
 
 
 class Settings(BaseSettings):
@@ -59,8 +71,9 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: Literal["debug", "info", "warning", "error"] = "info"
 
-    # Streaming behaviour (issue 6 tunes these; defaults suit Slack's documented limits).
-    POWABOT_NATIVE_STREAMING: bool = False
+    # Streaming behaviour (defaults suit Slack's documented limits). Native chat streaming
+    # (chunks mode, task cards) in DMs and channel threads; false keeps post + chat.update.
+    POWABOT_NATIVE_STREAMING: bool = True
     POWABOT_EDIT_INTERVAL: float = Field(default=1.0, gt=0)
     POWABOT_WORKSPACE_EDITS_PER_MINUTE: float = Field(default=45.0, gt=0)
     POWABOT_RUN_TIMEOUT: float = Field(default=300.0, gt=0)
@@ -77,6 +90,11 @@ class Settings(BaseSettings):
     # Replicas sharing one Slack budget in Postgres; each falls back to this share of it when
     # Postgres is unreachable (bot.slack.shared_budget).
     POWABOT_MAX_REPLICAS: int = Field(default=4, ge=1)
+    # The bot DM's suggested prompts (at most 4, Slack's limit): a JSON list of
+    # {"title", "message"}; empty: one per specialist from seed-content/eval.yaml.
+    POWABOT_SUGGESTED_PROMPTS: Annotated[list[SuggestedPrompt], NoDecode] = Field(
+        default_factory=list, max_length=4
+    )
 
     @field_validator(*SECRET_FIELDS, "POWABOT_STORE", mode="before")
     @classmethod
@@ -108,6 +126,23 @@ class Settings(BaseSettings):
                 "blank_secret", "is set but empty; set the real value or remove the variable"
             )
         return value
+
+    @field_validator("POWABOT_SUGGESTED_PROMPTS", mode="before")
+    @classmethod
+    def _prompts_from_json(cls, value: object) -> object:
+        """The variable holds JSON; blank means the defaults."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return []
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "prompts_not_json",
+                'is not JSON; expected a list like [{"title": "Refunds", "message": "How do I'
+                ' get a refund?"}]',
+            ) from None
 
     @field_validator("SLACK_API_URL")
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.powabase.events import (
     ChunkEvent,
@@ -31,6 +31,9 @@ from bot.powabase.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+
+if TYPE_CHECKING:
+    from bot.powabase.sources import Source
 
 DELEGATE_PREFIX = "delegate_to_"
 # Bounds on what one answer keeps of the trace (far above what the trace shows).
@@ -62,6 +65,7 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"  # Powabase went silent for too long
     SHUTDOWN = "shutdown"  # the bot is stopping with this answer in flight
     BUSY = "busy"  # too many questions already waiting (POWABOT_MAX_QUEUED): not queued
+    STOPPED = "stopped"  # the user stopped it (Stop button, or "stop" in the thread)
     NO_QUESTION = "no_question"  # the message had no text to ask (e.g. only a file)
     INTERNAL = "internal"  # a bug on our side
 
@@ -194,6 +198,12 @@ class AnswerState:
     session_id: str | None = None
     delegations: list[Delegation] = field(default_factory=list)
     coordinator_tools: list[ToolStep] = field(default_factory=list)
+    # Specialists the coordinator has asked for (its `delegate_to_<agent>` tool calls), in
+    # order: a step that delegates to several names them all before the first one starts.
+    planned: list[str] = field(default_factory=list)
+    # The documents the answer rests on, read from the run detail after `complete`.
+    sources: list[Source] = field(default_factory=list)
+    sources_shown: bool = False  # the answer's message shows them (a native stream's stop)
     usage: dict[str, Any] | None = None
     steps: int | None = None
     error: AnswerError | None = None
@@ -260,7 +270,10 @@ class AnswerState:
                     self.activity = Activity(ActivityKind.SYNTHESIZING)
             case ToolCallEvent():
                 if event.tool_name.startswith(DELEGATE_PREFIX):
-                    return  # the delegation_started event tells the same story with more detail
+                    # delegation_started tells the rest of the story, with more detail
+                    if len(self.planned) < MAX_DELEGATIONS:
+                        self.planned.append(_bounded(event.tool_name[len(DELEGATE_PREFIX) :]) or "")
+                    return
                 tool = _bounded(event.tool_name) or ""
                 step = ToolStep(tool, _bounded(event.call_id), _query_of(event.arguments))
                 current = self._current_delegation()

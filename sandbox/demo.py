@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import httpx
 
@@ -36,6 +36,8 @@ from sandbox.slack import SlackStandin
 REPO = Path(__file__).resolve().parent.parent
 TEAM_USER = "U0ALICE"
 SUPPORT_CHANNEL = "C0SUPPORT"
+DM = "D0ALICE"
+STOP_QUESTION = "Walk me through every step of migrating from the Starter plan to Pro."
 SCRIPT: list[tuple[str, str]] = [
     ("dm", "What's the refund window if I cancel an annual Pro plan?"),
     ("mention", "How do I authenticate against your REST API?"),
@@ -98,6 +100,32 @@ def _block_texts(block: dict[str, Any]) -> list[str]:
     return out
 
 
+def _chunks(call: Any) -> list[dict[str, Any]]:
+    chunks = call.args.get("chunks") or []
+    return [c for c in chunks if isinstance(c, dict)]
+
+
+def call_text(call: Any) -> str:
+    """The answer text a write carries: `text`, or its `markdown_text` chunks."""
+    texts = [str(c.get("text", "")) for c in _chunks(call) if c.get("type") == "markdown_text"]
+    return "".join(texts) or str(call.args.get("text", ""))
+
+
+def _card_lines(call: Any) -> list[str]:
+    lines: list[str] = []
+    for chunk in _chunks(call):
+        if chunk.get("type") == "plan_update":
+            lines.append(f"plan: {chunk.get('title', '')}")
+        elif chunk.get("type") == "task_update":
+            said = chunk.get("details") or chunk.get("output") or ""
+            sources = chunk.get("sources") or []
+            line = f"task card “{chunk.get('title')}” → {chunk.get('status')}"
+            line += f": {said}" if said else ""
+            line += f" [{len(sources)} source link(s)]" if sources else ""
+            lines.append(line)
+    return lines
+
+
 class Narrator:
     """Prints each Slack write as the user would see it happen."""
 
@@ -107,20 +135,98 @@ class Narrator:
         self.turn: Turn | None = None
         slack.on_call.append(self.on_call)
 
+    def say(self, elapsed: float, what: str) -> None:
+        print(f"  [{elapsed:6.2f}s] bot {what}", file=self.out)
+
     def on_call(self, call: Any) -> None:
         turn = self.turn
         if turn is None or call.status != 200 or call.error:
             return
         elapsed = call.t - turn.t_asked
-        text = str(call.args.get("text", ""))
-        if call.method == "chat.postMessage":
+        text = call_text(call)
+        method = call.method
+        if method == "chat.postMessage":
             is_trace = bool(call.args.get("blocks") or call.args.get("attachments")) and (
                 "trace" in text.lower() or "delegat" in text.lower()
             )
             what = "posts the delegation trace" if is_trace else "posts"
-            print(f"  [{elapsed:6.2f}s] bot {what}: {_short(text)}", file=self.out)
-        elif call.method == "chat.update":
-            print(f"  [{elapsed:6.2f}s] bot edits:  {_short(text)}", file=self.out)
+            self.say(elapsed, f"{what}: {_short(text)}")
+        elif method == "chat.update":
+            self.say(elapsed, f"edits:  {_short(text)}")
+        elif method == "assistant.threads.setStatus":
+            shown = call.args.get("loading_messages") or []
+            if shown:
+                self.say(elapsed, f"status line: “{_short(str(shown[0]), 80)}” (no message)")
+        elif method == "assistant.threads.setSuggestedPrompts":
+            prompts = call.args.get("prompts") or []
+            titles = ", ".join(f"“{p.get('title')}”" for p in prompts if isinstance(p, dict))
+            self.say(elapsed, f"greets: “{call.args.get('title', '')}” with prompts {titles}")
+        elif method == "agents.sessions.setStatus":
+            status = call.args.get("status")
+            stop = " (Slack shows Stop)" if status == "processing" else ""
+            self.say(elapsed, f"agent session → {status}{stop}")
+        elif method in ("chat.startStream", "chat.appendStream", "chat.stopStream"):
+            verb = {
+                "chat.startStream": "starts a native stream"
+                + f" ({call.args.get('task_display_mode', 'timeline')} view)",
+                "chat.appendStream": "streams",
+                "chat.stopStream": "stops the stream",
+            }[method]
+            self.say(elapsed, verb + (f": {_short(text)}" if text.strip() else ""))
+            for line in _card_lines(call):
+                print(f"            {_short(line, 110)}", file=self.out)
+
+
+async def _open_dm(slack: Any, narrator: Narrator, out: TextIO) -> None:
+    """Alice opens the bot's DM (agent view): the greeting and suggested prompts."""
+    print("  alice opens the bot's DM:", file=out)
+    turn = Turn("open", "", DM)
+    narrator.turn = turn
+    turn.t_asked = time.monotonic()
+    before = len(slack.calls_to("assistant.threads.setSuggestedPrompts"))
+    await slack.app_home_opened(user=TEAM_USER, channel=DM)
+    await slack.wait_for(
+        lambda: len(slack.calls_to("assistant.threads.setSuggestedPrompts")) > before, timeout=10
+    )
+    narrator.turn = None
+    print("", file=out)
+
+
+async def _stop_turn(
+    slack: Any, bot: Powabot, powabase: Any, narrator: Narrator, out: TextIO
+) -> Turn:
+    """Alice asks, and presses Stop while the answer streams."""
+    turn = Turn("dm", STOP_QUESTION, DM)
+    powabase.context.delta_delay = 0.3  # a slow answer: there is time to press Stop
+    print(f"  alice, in a new DM thread: “{turn.question}” — then presses Stop", file=out)
+    done_before = bot.answerer.finished
+    narrator.turn = turn
+    turn.t_asked = time.monotonic()
+    runs_before = len(powabase.runs)
+    msg = await slack.user_says(user=TEAM_USER, text=turn.question, channel=DM)
+    turn.thread_ts = msg.ts
+
+    def first_delta() -> float | None:
+        if len(powabase.runs) <= runs_before:
+            return None
+        return cast(float | None, powabase.runs[-1].t_first_content_delta)
+
+    await slack.wait_for(lambda: first_delta() is not None, timeout=60)
+    t_delta = first_delta() or 0.0
+
+    def text_shown() -> bool:
+        return any(
+            call_text(c).strip() and c.args.get("channel") == DM and c.t >= t_delta
+            for c in slack.calls
+        )
+
+    await slack.wait_for(text_shown, timeout=30)
+    elapsed = time.monotonic() - turn.t_asked
+    print(f"  [{elapsed:6.2f}s] alice clicks Stop (agent_session_stopped)", file=out)
+    await slack.agent_session_stopped(channel=DM, thread_ts=msg.ts, user=TEAM_USER)
+    await slack.wait_for(lambda: bot.answerer.finished > done_before, timeout=30)
+    narrator.turn = None
+    return turn
 
 
 async def _ask(slack: Any, bot: Powabot, turn: Turn, narrator: Narrator, wait: float) -> None:
@@ -167,10 +273,15 @@ def _first_text_latency(slack: Any, run: Any, thread_ts: str, channel: str) -> f
         "",
     )
     words = [w for w in first_delta.split() if w.isalnum()][:1]
-    for call in slack.calls_to("chat.update"):
+    writes = [
+        c
+        for c in slack.calls
+        if c.method in ("chat.update", "chat.postMessage", "chat.startStream", "chat.appendStream")
+    ]
+    for call in writes:
         if call.t < run.t_first_content_delta or call.args.get("channel") != channel:
             continue
-        text = str(call.args.get("text", ""))
+        text = call_text(call)
         if not words or all(w in text for w in words):
             return float(call.t - run.t_first_content_delta)
     return None
@@ -234,6 +345,7 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
             await _interactive(slack, bot, narrator, out)
         else:
             turns: list[Turn] = []
+            await _open_dm(slack, narrator, out)
             for label, question in SCRIPT:
                 channel = "D0ALICE" if label == "dm" else SUPPORT_CHANNEL
                 turn = Turn(label, question, channel)
@@ -256,8 +368,12 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
                     f"    (routed to {run.delegated_to}; Powabase session {run.session_id})\n",
                     file=out,
                 )
-            runs = powabase.runs
+            runs = list(powabase.runs)
             same = runs[-1].session_id_sent == runs[-2].session_id
+            stop_turn = await _stop_turn(slack, bot, powabase, narrator, out)
+            _print_thread(slack, stop_turn, out)
+            stopped = powabase.runs[-1]
+            print(f"    (Powabase run {stopped.run_id}: {stopped.status})\n", file=out)
             print("3. What was measured:", file=out)
             print(
                 f"  follow-up continued the thread's Powabase session: {'yes' if same else 'NO'}",
@@ -270,7 +386,8 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
                     + f" (median {statistics.median(latencies) * 1000:.0f} ms)",
                     file=out,
                 )
-            calls = [c for c in slack.calls if c.method in ("chat.postMessage", "chat.update")]
+            writes = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream")
+            calls = [c for c in slack.calls if c.method in (*writes, "chat.stopStream")]
             print(
                 f"  Slack write calls: {len(calls)} for {len(turns)} answers; 429s: "
                 f"{sum(1 for c in slack.calls if c.status == 429)}",

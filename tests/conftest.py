@@ -70,6 +70,9 @@ def bot_settings(slack: Any, powabase: Any, tmp_path: Path, **extra: Any) -> Any
         "POWABASE_ORCHESTRATION_ID": powabase.orchestration_id,
         "POWABOT_STORE": f"sqlite:///{tmp_path / 'sessions.db'}",
         "POWABOT_EDIT_INTERVAL": 0.05,
+        # The classic path unless a test asks for native streaming (the product's default is
+        # native; tests/e2e/test_native_streaming.py covers it and checks that default).
+        "POWABOT_NATIVE_STREAMING": False,
         "LOG_FORMAT": "console",
         "PORT": 0,  # health and metrics on a free port (both modes serve them)
     }

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -55,6 +57,10 @@ MAX_FRAME_CHARS = 1 << 20
 RETRYABLE_STATUSES = frozenset({429, 502, 503})
 # Statuses whose `Retry-After` header we honour (RFC 9110 §10.2.3, RFC 6585 §4).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+# `run_detail`: how long the whole request may take (the answer's sources wait on it, never the
+# answer itself), and the largest body read (full search results of every child run).
+RUN_DETAIL_TIMEOUT = 5.0
+MAX_RUN_DETAIL_BYTES = 8 << 20
 # Failures that happen before the server could have sent anything back (refused, reset, no
 # answer to the handshake). Read timeouts are not here: the run may simply be slow. A reset
 # before the response headers is usually a pooled keep-alive connection the server had
@@ -311,6 +317,51 @@ class PowabaseClient:
             case CompleteEvent() if not terminal.succeeded:
                 error = f": {terminal.error}" if terminal.error else ""
                 raise UpstreamRunError(f"run ended with status {terminal.status!r}{error}")
+
+    async def run_detail(
+        self, run_id: str, *, within: float = RUN_DETAIL_TIMEOUT
+    ) -> dict[str, Any]:
+        """The run's detail (`GET /api/orchestrations/runs/{run_id}`) as a JSON object.
+
+        One attempt, ``within`` seconds in all (no retries: it only adds sources to an
+        answer already shown). Raises UpstreamStatusError for a non-2xx answer (404 once the
+        run is unknown), UpstreamTimeoutError, UpstreamConnectError, and UpstreamStreamError for
+        a body that is not a JSON object or is larger than `MAX_RUN_DETAIL_BYTES`.
+        """
+        path = f"/api/orchestrations/runs/{quote(run_id, safe='')}"
+        with _translate_errors(path):
+            try:
+                async with asyncio.timeout(within):
+                    raw = await self._read_capped(path, within)
+            except TimeoutError as exc:
+                raise UpstreamTimeoutError(
+                    f"Powabase run detail took longer than {within:g} s on {path}"
+                ) from exc
+        try:
+            detail = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise UpstreamStreamError(f"Powabase run detail is not JSON: {_excerpt(raw)}") from exc
+        if not isinstance(detail, dict):
+            raise UpstreamStreamError(f"Powabase run detail is not an object: {_excerpt(raw)}")
+        return detail
+
+    async def _read_capped(self, path: str, within: float) -> bytes:
+        """GET ``path``; its body, or UpstreamStatusError / UpstreamStreamError."""
+        async with self.http.stream("GET", path, timeout=httpx.Timeout(within)) as response:
+            if response.status_code >= 300:
+                raise UpstreamStatusError(
+                    response.status_code, _excerpt(await response.aread()), path
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RUN_DETAIL_BYTES:
+                    raise UpstreamStreamError(
+                        f"Powabase run detail is larger than {MAX_RUN_DETAIL_BYTES} bytes"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     @staticmethod
     def _status_error(response: httpx.Response, raw: bytes, path: str) -> Exception:

@@ -68,6 +68,7 @@ NOTICES: dict[ErrorKind, tuple[str, str]] = {
         "I'm very busy right now and can't take this question.",
         "Please try again in a few minutes, or contact the support team if it's urgent.",
     ),
+    ErrorKind.STOPPED: ("Stopped.", ""),  # not a failure: see `notice`
     ErrorKind.NO_QUESTION: (
         "I can only read text for now, and this message had none.",
         "Please type your question in words.",
@@ -91,6 +92,8 @@ QUERY_LIMIT = 80
 def notice(kind: ErrorKind, *, partial: bool) -> str:
     """The failure notice for ``kind``; ``partial`` says text above it was kept."""
     what, todo = NOTICES[kind]
+    if kind is ErrorKind.STOPPED:  # the user asked for it: no warning, nothing to do
+        return f"_{what}_"
     return f":warning: {what} {PARTIAL + ' ' if partial else ''}{todo}"
 
 

@@ -25,6 +25,7 @@ Everything the model wrote (tasks, queries, result previews) is escaped and ment
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from bot.render.labels import count, millis, seconds, shorten, tokens
@@ -70,8 +71,24 @@ def render_trace(state: AnswerState, style: TraceStyle = "container") -> list[Sl
     while True:
         messages = carry(state, _parts(state, shown), summary)
         if len(messages) <= MAX_TRACE_MESSAGES[style] or shown == 0:
-            return messages
+            return _with_sources(state, messages)
         shown -= 1
+
+
+def _with_sources(state: AnswerState, messages: list[SlackMessage]) -> list[SlackMessage]:
+    """The answer's sources, shown (not collapsed) at the top of the trace's first message,
+    right under the answer; unless the answer's own message shows them already."""
+    if not state.sources or state.sources_shown or not messages:
+        return messages
+    # Here, not at the top: bot.powabase.sources (which render.sources reads) imports
+    # bot.render.labels, and importing it first would loop back through this package.
+    from bot.render.sources import sources_block, sources_mrkdwn
+
+    line, block = sources_mrkdwn(state.sources), sources_block(state.sources)
+    first = messages[0]
+    blocks = [block, *first.blocks] if first.blocks and block else first.blocks
+    text = f"{line}\n{first.text}" if line else first.text
+    return [dataclasses.replace(first, text=text, blocks=blocks), *messages[1:]]
 
 
 def summary_text(state: AnswerState) -> str:

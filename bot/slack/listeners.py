@@ -4,24 +4,54 @@
 - an `app_mention` in a channel is answered in the mention's thread;
 - a later message by the same user in a thread where they already talk to the bot continues;
 - the bot's own messages, other bots, and edits/deletions are ignored.
+
+Stop: a message that is only the word "stop" (any case, trailing "." or "!", after an optional
+mention of the bot) is not answered: it stops that user's running answer in that thread (in a
+DM outside any thread: in that DM), wherever the bot would have answered it; when nothing is
+running the user is told so in a message only they see. Slack's own Stop button on an agent
+session (`agent_session_stopped`) does the same, silently.
+
+The DM-opened and assistant-thread listeners are in `bot.slack.assistant`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
-from bot.conversation import Answerer, Question
+from bot.conversation import Question
 from bot.errors import StoreError
+from bot.slack import assistant as assistant_surface
+from bot.slack.assistant import Assistant
+from bot.store import SessionStore
 
 log = structlog.get_logger(__name__)
 
 ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+STOP = re.compile(r"stop[.!]*", re.IGNORECASE)
+
+
+class Answers(Protocol):
+    """What the listeners need of `bot.conversation.Answerer`."""
+
+    store: SessionStore
+
+    def track(self) -> AbstractContextManager[None]: ...
+
+    async def answer(self, q: Question) -> object: ...
+
+    async def stop(
+        self, team_id: str, channel_id: str, thread_ts: str | None, user_id: str
+    ) -> bool:
+        """Stop that user's running answers there; True when there were any."""
+        ...
 
 
 def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
@@ -32,6 +62,11 @@ def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
     if lines:
         lines[0] = " ".join(lines[0].split())  # "<@UBOT>  why…" leaves a ragged first line
     return "\n".join(lines).strip()
+
+
+def is_stop(text: str, bot_user_id: str | None) -> bool:
+    """The message is only "stop" ("Stop.", "STOP!", "<@UBOT> stop"), nothing else."""
+    return STOP.fullmatch(strip_bot_mention(text, bot_user_id)) is not None
 
 
 def _question(body: dict[str, Any], event: dict[str, Any], text: str) -> Question:
@@ -47,6 +82,29 @@ def _question(body: dict[str, Any], event: dict[str, Any], text: str) -> Questio
     )
 
 
+@dataclass(frozen=True)
+class StopRequest:
+    """A user asked to stop their answer in a thread (None: in a DM, outside any thread)."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+    user_id: str
+
+    @classmethod
+    def read(cls, body: dict[str, Any], event: dict[str, Any]) -> StopRequest | None:
+        """From a message or `agent_session_stopped` event; None when one lacks its ids."""
+        channel, user, thread_ts = event.get("channel"), event.get("user"), event.get("thread_ts")
+        if not (isinstance(channel, str) and channel and isinstance(user, str) and user):
+            return None
+        return cls(
+            team_id=str(body.get("team_id") or event.get("team") or ""),
+            channel_id=channel,
+            thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else None,
+            user_id=user,
+        )
+
+
 def is_from_a_bot(event: dict[str, Any], bot_user_id: str | None) -> bool:
     return bool(
         event.get("bot_id")
@@ -56,14 +114,18 @@ def is_from_a_bot(event: dict[str, Any], bot_user_id: str | None) -> bool:
     )
 
 
-def register(app: AsyncApp, answerer: Answerer) -> None:
-    """Wire the DM, mention and thread-follow-up listeners into `app`."""
+def register(app: AsyncApp, answerer: Answers, assistant: Assistant) -> None:
+    """Wire the DM, mention, thread-follow-up and stop listeners (and the assistant surface's)
+    into `app`."""
 
     @app.event("app_mention")
     async def on_mention(
         body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         if is_from_a_bot(event, context.bot_user_id) or "user" not in event:
+            return
+        if is_stop(event.get("text", ""), context.bot_user_id):
+            await _stop(answerer, assistant, body, event, tell=True)
             return
         with answerer.track():  # from here on, shutdown waits for this event
             text = strip_bot_mention(event.get("text", ""), context.bot_user_id)
@@ -78,15 +140,50 @@ def register(app: AsyncApp, answerer: Answerer) -> None:
         if is_from_a_bot(event, context.bot_user_id):
             return
         with answerer.track():  # from here on, shutdown waits for this event
-            await _on_user_message(answerer, body, event, context.bot_user_id)
+            await _on_user_message(answerer, assistant, body, event, context.bot_user_id)
+
+    @app.event("agent_session_stopped")
+    async def on_session_stopped(body: dict[str, Any], event: dict[str, Any]) -> None:
+        """Slack's Stop button: Slack already stopped the streams; nothing to say when no
+        answer is running any more (it may just have finished)."""
+        await _stop(answerer, assistant, body, event, tell=False)
+
+    assistant_surface.register(app, assistant)
+
+
+async def _stop(
+    answerer: Answers,
+    assistant: Assistant,
+    body: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    tell: bool,
+) -> bool:
+    """Stop the asking user's answer; True when one was running. With `tell`, a user whose
+    answer had already ended (or never ran) is told so."""
+    r = StopRequest.read(body, event)
+    if r is None:
+        return False
+    stopped = await answerer.stop(r.team_id, r.channel_id, r.thread_ts, r.user_id)
+    log.info("stop_requested", channel=r.channel_id, thread_ts=r.thread_ts, stopped=stopped)
+    if not stopped and tell:
+        await assistant.nothing_to_stop(r.team_id, r.channel_id, r.user_id, r.thread_ts)
+    return stopped
 
 
 async def _on_user_message(
-    answerer: Answerer, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None
+    answerer: Answers,
+    assistant: Assistant,
+    body: dict[str, Any],
+    event: dict[str, Any],
+    bot_user_id: str | None,
 ) -> None:
     """A human's message: a DM, or maybe a follow-up in a thread they started with us."""
     text = event.get("text", "")
     if event.get("channel_type") == "im":
+        if is_stop(text, bot_user_id):
+            await _stop(answerer, assistant, body, event, tell=True)
+            return
         await answerer.answer(_question(body, event, strip_bot_mention(text, None)))
         return
     thread_ts = event.get("thread_ts")
@@ -95,6 +192,10 @@ async def _on_user_message(
     if bot_user_id and f"<@{bot_user_id}" in text:
         return  # the app_mention listener answers this one
     q = _question(body, event, strip_bot_mention(text, bot_user_id))
+    stop = is_stop(text, bot_user_id)
+    # A stop first: the user's first answer here may still be running (no session stored yet).
+    if stop and await _stop(answerer, assistant, body, event, tell=False):
+        return
     try:
         known = await answerer.store.get_session(q.key) is not None
     except StoreError as exc:  # cannot tell; staying out of a stranger's thread is safer
@@ -102,4 +203,9 @@ async def _on_user_message(
         return
     if not known:
         return  # someone else's thread, or a thread this user never asked us in
+    if stop:  # in a thread of ours, with nothing of theirs running
+        r = StopRequest.read(body, event)
+        if r is not None:
+            await assistant.nothing_to_stop(r.team_id, r.channel_id, r.user_id, r.thread_ts)
+        return
     await answerer.answer(q)

@@ -1,25 +1,38 @@
 """Slack's native chat streaming (chat.startStream / appendStream / stopStream) for one answer.
 
-Used for DMs when POWABOT_NATIVE_STREAMING is on. What the coordinator is doing shows as task
-cards (`task_update` chunks); the answer text is appended as Markdown, which Slack renders itself.
-Appends do not spend the Tier-3 `chat.update` budget.
+On by default (POWABOT_NATIVE_STREAMING), in DMs and in channel threads (where Slack wants
+`recipient_user_id` / `recipient_team_id`). Slack locks a stream to the content mode of its first
+content, so this stream uses **chunks mode throughout**: answer text goes in `markdown_text`
+chunks, progress in `task_update` chunks (one task card per delegation, merged by id) and, with
+more than one specialist planned, a `plan_update` title over cards shown as a plan. Never the
+`markdown_text` argument: mixing the two is refused (`streaming_mode_mismatch`).
+
+Until there is something to show in the stream (a delegation, or answer text), the thread shows
+Slack's own status line (`assistant.threads.setStatus`, `bot.slack.status`): no message, no
+budget of the chat.* methods spent. The stream is started then; the plan/timeline display mode
+is chosen at that moment (Slack only takes it at startStream).
 
 Slack limits each streaming method separately, per workspace: appendStream is Tier 4,
 startStream and stopStream Tier 2. Each gets a bucket of its own (about 10 % under Slack's
-figure, like the other budgets), so a burst of answers finishing together waits for stopStream
-tokens, and a 429 on stopStream pauses stopStream only: everyone else's appends carry on.
+figure, like the other budgets). A stream that cannot be started at once (the start budget is
+empty, a 429, a 5xx, or Slack refusing streaming here) is not waited for: the answer goes the
+classic way (`AnswerStream`: first text posted, then edited), so the first words never queue
+behind Tier 2.
 
 Intermediate appends never wait in line: when the workspace append budget is empty, or Slack
 answers 429 / `ratelimited`, the flusher sleeps until the next token (or for `Retry-After`), and
 after a 5xx it backs off; the next append then carries everything that piled up meanwhile.
-Anything Slack refuses outright (streaming not allowed here, the stream expired, a method
-refused, ...) ends native streaming: the stream is stopped and the classic `AnswerStream` adopts
-the same message and edits the whole answer into it, so nothing is lost and nothing shows twice.
+A task card Slack refuses (`invalid_chunks`, ...) turns the cards off for this answer; the
+text carries on. Anything else Slack refuses outright (the stream expired, a method refused,
+...) ends native streaming: the stream is stopped and the classic `AnswerStream` adopts the same
+message and edits the whole answer into it, so nothing is lost and nothing shows twice. A stream
+is also ended that way before Slack's own expiry (about 5 minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +42,9 @@ from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer, status_text
 from bot.render.answer import NATIVE_MAX_CHARS, answer_markdown
+from bot.render.labels import AGENT_LABELS, agent_subject, seconds, shorten
 from bot.render.safety import plain
+from bot.render.sources import sources_markdown, task_sources
 from bot.retry import retry_delay
 from bot.slack.budget import Budget, BudgetBook
 from bot.slack.calls import (
@@ -46,12 +61,15 @@ from bot.slack.calls import (
     sleep_unless,
 )
 from bot.slack.files import ThreadExtras
-from bot.state import AnswerState, Phase
+from bot.slack.status import ThreadStatus
+from bot.state import AnswerState, Delegation, Phase
 
 log = structlog.get_logger(__name__)
 
 # The stream is gone (or was never really open): stopping it again is pointless.
 NOT_STREAMING = "message_not_in_streaming_state"
+# Refusals of a chunk's content: the cards are dropped, the text goes on without them.
+CHUNK_ERRORS = frozenset({"invalid_chunks", "invalid_arguments", "invalid_blocks"})
 MAX_APPEND = 11_000  # markdown_text is capped at 12,000 characters per call
 APPENDS_PER_SECOND = 90 / 60  # Tier 4 ("100+ per minute"), per workspace
 APPEND_BURST = 16.0
@@ -59,14 +77,25 @@ STARTS_PER_SECOND = 18 / 60  # Tier 2 ("20+ per minute"), per workspace
 START_BURST = 3.0
 STOPS_PER_SECOND = 18 / 60  # Tier 2 ("20+ per minute"), per workspace
 STOP_BURST = 3.0
+FIRST_TEXT_FACTOR = 0.25  # the first words' share of the interval between writes
 MIN_WAIT = 0.05  # shortest pause after a refused intermediate append
 HELD_WAIT = 5.0  # pause between looks while an operator alert holds intermediate writes
+# Slack ends a stream left open about 5 minutes; ours are ended (and go classic) before that.
+STREAM_MAX_AGE = 270.0
+TITLE_CHARS = 150  # task card titles (Slack takes 256)
+DETAIL_CHARS = 200
+QUERY_CHARS = 80
+# Card statuses by how a delegation ended (Powabase's `delegation_completed.status`).
+DONE_STATUSES = frozenset({None, "", "completed", "complete", "success", "succeeded", "done"})
+
+PostedHook = Callable[[str, bool], Awaitable[None]]
 
 
 class ClassicStream(Protocol):
     """What native streaming needs of the classic stream it falls back to."""
 
     calls: int
+    on_posted: PostedHook | None
 
     @property
     def channel_gone(self) -> bool: ...
@@ -74,11 +103,15 @@ class ClassicStream(Protocol):
     @property
     def truncated(self) -> bool: ...
 
-    async def start(self, state: AnswerState) -> str: ...
+    async def start(self, state: AnswerState) -> str | None: ...
+
+    def resume(self, state: AnswerState) -> None: ...
 
     def update(self) -> None: ...
 
     async def finish(self) -> None: ...
+
+    async def amend(self) -> None: ...
 
     def abandon(self) -> None: ...
 
@@ -110,18 +143,72 @@ def safe_markdown(text: str) -> str:
     return answer_markdown(text)
 
 
+def _knowledge_base(agent: str) -> str:
+    """ "billing knowledge base" for the billing specialist; "knowledge base" otherwise."""
+    label = AGENT_LABELS.get(agent)
+    return f"{label.split()[0]} knowledge base" if label else "knowledge base"
+
+
+def _doing(d: Delegation) -> str:
+    """What a specialist is doing now, for its card's details."""
+    if d.tool_calls:
+        step = d.tool_calls[-1]
+        doing = f"Searching the {_knowledge_base(d.agent)}"
+        if step.query:
+            doing += f" for “{shorten(step.query, QUERY_CHARS)}”"
+        return doing + "…"
+    if d.task:
+        return f"Looking into “{shorten(d.task, QUERY_CHARS)}”…"
+    return "Working on it…"
+
+
+def task_card(card_id: str, d: Delegation | None, planned: str, *, ended: bool) -> dict[str, Any]:
+    """The `task_update` chunk of one delegation (pending when it has not started yet)."""
+    agent = d.agent if d is not None else planned
+    chunk: dict[str, Any] = {
+        "type": "task_update",
+        "id": card_id,
+        "title": plain(agent_subject(agent))[:TITLE_CHARS],
+    }
+    if d is None:
+        chunk["status"] = "error" if ended else "pending"
+        if ended:
+            chunk["output"] = "Not asked in the end."
+        return chunk
+    searches = len(d.tool_calls)
+    if d.completed_at is None and not ended:
+        chunk["status"] = "in_progress"
+        chunk["details"] = plain(_doing(d))[:DETAIL_CHARS]
+    elif d.completed_at is not None and d.status in DONE_STATUSES:
+        chunk["status"] = "complete"
+        took = seconds(d.duration_s)
+        done = f"Done in {took}" if took else "Done"
+        if searches:
+            done += f" ({searches} search{'es' if searches != 1 else ''})"
+        chunk["output"] = done + "."
+    else:
+        chunk["status"] = "error"
+        chunk["output"] = "Didn't finish."
+    return chunk
+
+
+def plan_title(state: AnswerState) -> str:
+    n = max(len(state.planned), len(state.delegations))
+    return f"Asking {n} specialists"
+
+
 @dataclass(frozen=True)
 class _Append:
     """One chat.appendStream call, and what it shows once Slack accepted it."""
 
     args: dict[str, Any]
     text: str
-    title: str | None  # the status card's new title, when this call changes it
-    status: str | None  # the status card's new status, when this call changes it
+    cards: dict[str, dict[str, Any]]  # card id → the chunk Slack will then show
 
 
 class NativeAnswerStream(ThreadExtras):
-    """The same interface as `AnswerStream` (start / update / finish), over chat streaming."""
+    """The same interface as `AnswerStream` (start / update / finish / amend), over chat
+    streaming."""
 
     p: StreamHost
 
@@ -143,16 +230,27 @@ class NativeAnswerStream(ThreadExtras):
         self.in_dm = in_dm
         self.ts: str | None = None
         self.calls = 0
+        self.on_posted: PostedHook | None = None  # told the ts of the stream once it starts
         self._state = AnswerState()
+        self._status = ThreadStatus(
+            publisher.caller,
+            publisher.budgets,
+            team_id,
+            channel,
+            thread_ts,
+            clock=publisher.clock,
+        )
         self._streamed = ""  # the safe Markdown Slack accepted so far
-        self._tasks: dict[str, str] = {}  # task id → status Slack accepted
-        self._task_title = ""
+        self._cards: dict[str, dict[str, Any]] = {}  # card id → the chunk Slack accepted
+        self._cards_off = False  # Slack refused a card: text only from then on
+        self._plan = False  # the stream shows its cards as a plan
         self._final = False
         self._finishing = asyncio.Event()  # wakes the flusher from any pause
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._last = 0.0
+        self._opened_at = 0.0
         self._first_text = FirstText(publisher.clock)
         self._failures = 0  # transient failures of intermediate appends in a row
         self._streaming = False  # a stream was started and not yet known to be stopped
@@ -176,6 +274,12 @@ class NativeAnswerStream(ThreadExtras):
         return len(self._state.text) > NATIVE_MAX_CHARS
 
     @property
+    def streaming(self) -> bool:
+        """A native stream is open and carries this answer (sources may still join it before
+        `finish()` stops it)."""
+        return self._streaming and self._classic is None
+
+    @property
     def appends(self) -> Budget:
         return self.p.budgets.bucket(f"append:{self.team_id}", APPENDS_PER_SECOND, APPEND_BURST)
 
@@ -192,49 +296,28 @@ class NativeAnswerStream(ThreadExtras):
             return {}
         return {"recipient_user_id": self.user_id, "recipient_team_id": self.team_id}
 
-    async def start(self, state: AnswerState) -> str:
-        """Open the stream, or post a classic placeholder when streaming is not to be had.
+    async def start(self, state: AnswerState) -> str | None:
+        """Show that the question was heard: the thread's status line (no message yet, so
+        None), or, where a notice must be a message ("in line", "after your previous
+        question") or Slack refuses the status, a classic placeholder (its ts).
 
         Raises SlackDeliveryError when the bot cannot write here (`channel_gone`) or its token
-        is bad (`auth_failed`): no fallback is tried then, it would fail the same way.
+        is bad (`auth_failed`): the question should not be run then.
         """
         self._state = state
-        title = status_text(state)
-        if not await self.p.caller.acquire(self.starts, max_wait=0.0):
-            # Many DMs at once: waiting for a stream slot would delay the placeholder by
-            # seconds. The classic post shows up at once (DMs are separate post buckets).
-            log.info("native_start_budget_empty")
+        if state.queued or state.after_previous:
             return await self._fall_back(state)
-        try:  # one try: a 429 or 5xx here would otherwise hold the placeholder for seconds
-            data = await self.p.caller.call(
-                "chat.startStream",
-                self.starts,
-                channel=self.channel,
-                thread_ts=self.thread_ts,
-                chunks=[self._task("status", title, "in_progress")],
-                **self._recipient(),
-            )
-        except (RateLimited, Transient) as exc:
-            log.info("native_start_unavailable", error=type(exc).__name__)
+        if not await self._status.show(status_text(state), first=True):
             return await self._fall_back(state)
-        except SlackDeliveryError as exc:
-            if exc.channel_gone or exc.auth_failed:
-                raise
-            log.info("native_streaming_refused", error=exc.error)
-            return await self._fall_back(state)
-        self.calls += 1
-        self.ts = str(data["ts"])
-        self._streaming = True
-        self._task_title = title
-        self._tasks["status"] = "in_progress"
-        self._last = self.p.clock()
-        # Registered like the classic flushers, so shutdown lets a final stopStream through.
         self._flusher = self.p.spawn_flusher(self)
-        return self.ts
+        return None
 
-    async def _fall_back(self, state: AnswerState) -> str:
-        self._classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
-        return await self._classic.start(state)
+    async def _fall_back(self, state: AnswerState) -> str | None:
+        """The classic stream carries this answer from now on (nothing was streamed)."""
+        classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
+        classic.on_posted = self.on_posted
+        self._classic = classic
+        return await classic.start(state)
 
     def abandon(self) -> None:
         """Stop writing, without stopping the stream: another replica finishes this answer
@@ -255,12 +338,16 @@ class NativeAnswerStream(ThreadExtras):
     async def finish(self) -> None:
         """Deliver the final answer for sure, even when `start()` failed.
 
-        The caller answers anyway after a failed `start()` and counts on this to deliver: when
-        no stream was opened and no classic stream took over, the final render is posted.
         Returns only once Slack accepted the final text; raises SlackDeliveryError otherwise
         (an unexpected failure is logged and raised as one, "unexpected: <TypeName>").
         """
         await delivered(self._finish(), "chat.stopStream")
+
+    async def amend(self) -> None:
+        """After `finish()`: show what the state gained since (the sources). A stream carries
+        them in its stop; a classic fallback edits them into its last message."""
+        if self._classic is not None:
+            await self._classic.amend()
 
     async def _finish(self) -> None:
         if self._classic is None and self._flusher is None:
@@ -280,8 +367,11 @@ class NativeAnswerStream(ThreadExtras):
             await self._finish_classic()
 
     async def _recover(self) -> None:
-        """After a crash mid-stream (a flusher exists, so the stream was opened): stop it and
-        finish classically, or post anew if Slack still holds it as streaming."""
+        """After a crash of the flusher: stop the stream (if one was opened) and finish
+        classically, or post anew if Slack still holds it as streaming."""
+        if self.ts is None:
+            await self._post_fresh()
+            return
         if self._streaming:
             await self._stop_quietly()
         if self._streaming:
@@ -309,17 +399,18 @@ class NativeAnswerStream(ThreadExtras):
     async def _post_fresh(self) -> None:
         """Post the final render as new classic messages in the thread."""
         fresh = self.p.classic(self.team_id, self.channel, self.thread_ts)
+        fresh.on_posted = self.on_posted if self.ts is None else None
         self._classic, self._adopted = fresh, False
         try:
-            await fresh.start(self._state)
+            ts = await fresh.start(self._state)
+            if ts is not None and self.ts is None:  # start() posted it: announce it here
+                await self._posted(ts, native=False)
             await fresh.finish()
         finally:
             self.calls += fresh.calls
             fresh.calls = 0
 
-    @staticmethod
-    def _task(task_id: str, title: str, status: str) -> dict[str, Any]:
-        return {"type": "task_update", "id": task_id, "title": plain(title)[:150], "status": status}
+    # --- what the stream shows -------------------------------------------------------------
 
     def _text_to_append(self) -> str:
         """New safe Markdown since the last append, held back to a word boundary mid-stream.
@@ -337,58 +428,80 @@ class NativeAnswerStream(ThreadExtras):
         new = new[:MAX_APPEND]
         return new if new.strip() else ""
 
-    def _status_chunk(self) -> tuple[dict[str, Any] | None, str | None, str | None]:
-        """The status card update due now (if any), with the title and status it would record."""
+    def _cards_now(self, *, with_sources: bool = False) -> dict[str, dict[str, Any]]:
+        """Every card as it should look now: one per delegation, planned ones pending."""
         state = self._state
-        if state.phase is Phase.WORKING:
-            title = status_text(state)
-            if title != self._task_title:
-                return self._task("status", title, "in_progress"), title, None
-        elif self._tasks.get("status") == "in_progress":
-            done = "error" if state.phase is Phase.FAILED and not state.text else "complete"
-            names = ", ".join(dict.fromkeys(d.agent for d in state.delegations))
-            return self._task("status", f"Asked {names}" if names else "Done", done), None, done
-        return None, None, None
+        ended = state.finished
+        cards: dict[str, dict[str, Any]] = {}
+        count = max(len(state.planned), len(state.delegations))
+        for i in range(count):
+            d = state.delegations[i] if i < len(state.delegations) else None
+            planned = state.planned[i] if i < len(state.planned) else ""
+            card = task_card(f"task-{i + 1}", d, planned, ended=ended)
+            cards[card["id"]] = card
+        if with_sources and cards and state.sources:
+            links = task_sources(state.sources)
+            if links:  # on the last specialist's card: the answer rests on them together
+                last = next(reversed(cards))
+                cards[last] = {**cards[last], "sources": links}
+        return cards
+
+    def _changed_cards(self, *, with_sources: bool = False) -> dict[str, dict[str, Any]]:
+        if self._cards_off:
+            return {}
+        now = self._cards_now(with_sources=with_sources)
+        return {k: card for k, card in now.items() if self._cards.get(k) != card}
+
+    def _worth_opening(self) -> bool:
+        """Something to stream: a specialist to show, or the first words."""
+        return bool(self._state.delegations or self._state.planned or self._text_to_append())
 
     def _next_append(self) -> _Append | None:
         """What the next appendStream call would send; nothing is recorded until it succeeds."""
         text = self._text_to_append()
-        chunk, title, status = self._status_chunk()
-        if not text and chunk is None:
+        cards = self._changed_cards()
+        if not text and not cards:
             return None
-        args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
-        if chunk is not None:
-            chunks = [chunk]
-            if text:
-                chunks.append({"type": "markdown_text", "text": text})
-            args["chunks"] = chunks
-        else:
-            args["markdown_text"] = text
-        return _Append(args, text, title, status)
+        chunks: list[dict[str, Any]] = list(cards.values())
+        if text:
+            chunks.append({"type": "markdown_text", "text": text})
+        return _Append({"channel": self.channel, "ts": self.ts, "chunks": chunks}, text, cards)
 
     def _appended(self, append: _Append) -> None:
         self.calls += 1
         self._streamed += append.text
         if append.text:
             self._first_text.shown()
-        if append.title is not None:
-            self._task_title = append.title
-        if append.status is not None:
-            self._tasks["status"] = append.status
+        self._cards.update(append.cards)
         self._last = self.p.clock()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep for `seconds` (on the publisher's clock), or less if `finish()` is called."""
         await sleep_unless(self.p.sleep, seconds, self._finishing)
 
+    # --- the flusher -------------------------------------------------------------------------
+
     async def _flush_loop(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._pause(self._last + self.p.min_interval - self.p.clock())
+            await self._pause(self._last + self._interval() - self.p.clock())
             try:
+                if self.ts is None:
+                    if not (self._final or self._worth_opening()):
+                        await self._show_status()
+                        continue
+                    if not await self._open():
+                        return  # a classic stream carries the answer now
+                    if not self._final:
+                        continue
                 if self._final:
                     await self._stop()
+                    return
+                if self.p.clock() - self._opened_at > STREAM_MAX_AGE:
+                    log.info("native_stream_aged_out", age=self.p.clock() - self._opened_at)
+                    await self._stop_quietly()
+                    self._adopt_classic()
                     return
                 retry_in = await self._try_append()
             except SlackDeliveryError as exc:
@@ -403,11 +516,85 @@ class NativeAnswerStream(ThreadExtras):
                 self._dirty.set()  # still something to show: try again after the pause
                 await self._pause(retry_in)
 
+    def _interval(self) -> float:
+        """Seconds between writes; the first words follow a card update after a quarter of
+        it (they matter most, and Slack tolerates short bursts)."""
+        if not self._streamed.strip() and self._state.text.strip():
+            return self.p.min_interval * FIRST_TEXT_FACTOR
+        return self.p.min_interval
+
+    async def _show_status(self) -> None:
+        """Before the stream starts: progress on the thread's status line (best effort)."""
+        text = status_text(self._state)
+        if text and self._status.due(text):
+            await self._status.show(text)
+            self._last = self.p.clock()
+
+    async def _open(self) -> bool:
+        """Start the stream with everything there is to show; False when the answer went to
+        a classic stream instead (no start token at once, 429, 5xx, streaming refused here)."""
+        state = self._state
+        if state.finished and not state.text.strip():
+            return await self._go_classic("nothing_to_stream")  # a notice: one post
+        if not await self.p.caller.acquire(self.starts, max_wait=0.0):
+            # Many answers at once: waiting for a Tier-2 start would hold the first words
+            # back for seconds. The classic post shows up at once.
+            return await self._go_classic("native_start_budget_empty")
+        self._plan = max(len(state.planned), len(state.delegations)) > 1
+        cards = self._changed_cards()
+        text = self._text_to_append()
+        chunks: list[dict[str, Any]] = []
+        if self._plan and not self._cards_off:
+            chunks.append({"type": "plan_update", "title": plan_title(state)})
+        chunks += cards.values()
+        if text:
+            chunks.append({"type": "markdown_text", "text": text})
+        try:  # one try: a 429 or 5xx here would otherwise hold the first words for seconds
+            data = await self.p.caller.call(
+                "chat.startStream",
+                self.starts,
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                task_display_mode="plan" if self._plan else "timeline",
+                chunks=chunks,
+                **self._recipient(),
+            )
+        except (RateLimited, Transient) as exc:
+            return await self._go_classic("native_start_unavailable", error=type(exc).__name__)
+        except SlackDeliveryError as exc:
+            if exc.channel_gone or exc.auth_failed:
+                raise
+            return await self._go_classic("native_streaming_refused", error=exc.error)
+        self.ts = str(data["ts"])
+        self._streaming = True
+        self._opened_at = self.p.clock()
+        self._appended(_Append({}, text, cards))
+        await self._posted(self.ts)
+        return True
+
+    async def _go_classic(self, why: str, **fields: Any) -> bool:
+        """The classic stream carries the answer from here; the thread's status shows
+        already, so it goes straight to its first words (or the final notice)."""
+        log.info(why, **fields)
+        classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
+        classic.on_posted = self.on_posted
+        self._classic = classic
+        classic.resume(self._state)
+        return False
+
+    async def _posted(self, ts: str, *, native: bool = True) -> None:
+        if self.on_posted is None:
+            return
+        try:
+            await self.on_posted(ts, native)
+        except Exception as exc:  # the answer goes on; only its takeover record is missing
+            log.error("reply_record_failed", error_type=type(exc).__name__, error=str(exc))
+
     async def _try_append(self) -> float | None:
         """One intermediate append if the budget allows; else seconds to wait before retrying.
 
         Refusals that merely mean "not now" (budget, 429, 5xx) never raise; Slack refusing the
-        call itself raises SlackDeliveryError.
+        call itself raises SlackDeliveryError (a refused card turns the cards off instead).
         """
         append = self._next_append()
         if append is None:
@@ -429,36 +616,81 @@ class NativeAnswerStream(ThreadExtras):
                 delay = retry_delay(self._failures, backoff=BACKOFF, max_delay=MAX_BACKOFF)
             log.info("native_append_retry", error=str(exc), retry_in=delay)
             return delay
+        except SlackDeliveryError as exc:
+            if not self._cards_refused(exc, append):
+                raise
+            return MIN_WAIT
         self._failures = 0
         self._appended(append)
         return None
 
+    def _cards_refused(self, exc: SlackDeliveryError, append: _Append) -> bool:
+        """Slack refused a call that carried cards for their content: drop the cards (the
+        text goes on alone). False when the refusal is about something else."""
+        if exc.error not in CHUNK_ERRORS or not append.cards or self._cards_off:
+            return False
+        log.warning("native_task_cards_refused", method=exc.method, error=exc.error)
+        self._cards_off = True
+        return True
+
+    async def _append_reliably(self, append: _Append) -> None:
+        try:
+            await self.p.caller.call_reliably("chat.appendStream", self.appends, **append.args)
+        except SlackDeliveryError as exc:
+            if not self._cards_refused(exc, append):
+                raise
+            return  # sent again without cards by the caller's loop
+        self._appended(append)
+
     async def _stop(self) -> None:
-        """Append whatever is left, then stop the stream with any closing notice."""
+        """Append whatever is left, then stop the stream with the finished cards (and their
+        sources), any closing notice and the sources line."""
         state = self._state
         while (append := self._next_append()) is not None:  # long final text: 11k pieces
-            await self.p.caller.call_reliably("chat.appendStream", self.appends, **append.args)
-            self._appended(append)
+            await self._append_reliably(append)
         full = safe_markdown(state.text)
         exact = self._streamed.rstrip() == full.rstrip()
-        args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
-        closing = self._closing_text()
-        if closing:
-            args["markdown_text"] = f"\n\n{closing}" if self._streamed.strip() else closing
-        await self.p.caller.call_reliably("chat.stopStream", self.stops, **args)
+        tail = [part for part in (self._closing_text(), self._sources_text()) if part]
+        text = "\n\n".join(tail)
+        if text and self._streamed.strip():
+            text = f"\n\n{text}"
+        while True:
+            cards = self._changed_cards(with_sources=True)
+            chunks: list[dict[str, Any]] = list(cards.values())
+            if text:
+                chunks.append({"type": "markdown_text", "text": text})
+            args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
+            if chunks:
+                args["chunks"] = chunks
+            try:
+                await self.p.caller.call_reliably("chat.stopStream", self.stops, **args)
+            except SlackDeliveryError as exc:
+                if self._cards_refused(exc, _Append(args, text, cards)):
+                    continue  # once more, text only
+                raise
+            break
         self.calls += 1
         self._streaming = False
+        self._streamed += text
+        self._cards.update(cards)
+        state.sources_shown = bool(self._sources_text())
         if not exact and full.strip():
             # The authoritative final text differs from what streamed: show the final one.
             self._adopt_classic()
 
     def _closing_text(self) -> str:
-        """What ends the message besides the answer: the failure notice, or the "I couldn't
-        answer" text when the run ended with no answer at all (never an empty message)."""
+        """What ends the message besides the answer: the failure notice (or "Stopped."), or
+        the "I couldn't answer" text when the run ended with no answer at all."""
         state = self._state
         if state.phase is Phase.FAILED or (state.phase is Phase.DONE and not state.text.strip()):
             return render_answer(state)[-1].text.rsplit("\n\n", 1)[-1]
         return ""
+
+    def _sources_text(self) -> str:
+        state = self._state
+        if state.phase is not Phase.DONE or not state.sources:
+            return ""
+        return sources_markdown(state.sources)
 
     async def _abandon(self, exc: SlackDeliveryError) -> None:
         """Slack refused native streaming mid-answer: stop the stream, then edit it classically."""

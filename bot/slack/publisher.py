@@ -6,6 +6,13 @@ is about to send) no faster than the per-message interval and the shared workspa
 `finish()` guarantees the final state is delivered (retrying 429s after `Retry-After` and transient
 errors with backoff) and then posts any extra messages, such as the delegation trace.
 
+Status first: until the answer has text, its progress shows as the thread's assistant status
+(`bot.slack.status`), not as a placeholder message, so no `chat.update` budget goes to it. The
+first answer text is posted (the channel's post budget, not the workspace's update budget), so
+under load the first words are not queued behind everyone's edits; edits follow. A placeholder
+message is posted at once only for notices that must stay in the thread (in line, after your
+previous question, a final notice) or when Slack refuses the status.
+
 When Slack refuses to edit a message (`msg_too_long`, `edit_window_closed`,
 `cant_update_message`, ...), the stream stops editing: no further progress is shown, the final
 answer is posted once as new messages, and the messages shown so far are deleted (a message too
@@ -31,6 +38,7 @@ import itertools
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +47,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
-from bot.render import render_answer
+from bot.render import render_answer, status_text
 from bot.render.answer import ANSWER_BELOW, is_truncated
 from bot.render.message import SlackMessage
 from bot.slack.budget import Budget, BudgetBook, Budgets
@@ -59,6 +67,7 @@ from bot.slack.calls import (
 )
 from bot.slack.files import ThreadExtras
 from bot.slack.native import NativeAnswerStream
+from bot.slack.status import ThreadStatus
 from bot.state import AnswerState
 
 __all__ = ["AnswerStream", "NativeAnswerStream", "Publisher", "Stream", "outlive_flusher"]
@@ -158,10 +167,14 @@ class Publisher:
 
         What the caller may rely on, for either kind of stream:
 
-        * `await stream.start(state)` posts the placeholder. It raises SlackDeliveryError when
-          Slack refused it for good: `.channel_gone` (the bot cannot write here: do not run the
-          question) or `.auth_failed` (the token is bad: an operator alert is raised). Other
-          failures of the placeholder also raise SlackDeliveryError; `finish()` then posts.
+        * `await stream.start(state)` tells the user we heard them: the thread's status (then
+          it returns None: no message yet), or a placeholder message (its ts is returned). It
+          raises SlackDeliveryError when Slack refused it for good: `.channel_gone` (the bot
+          cannot write here: do not run the question) or `.auth_failed` (the token is bad: an
+          operator alert is raised). Other failures of the placeholder also raise
+          SlackDeliveryError; `finish()` then posts.
+        * `stream.on_posted` (set by the caller, optional) is awaited with (ts, native) when the
+          answer's first message is posted after `start()` (for the lease record).
         * `stream.update()` never waits and never raises.
         * `await stream.finish()` returns normally only when Slack accepted the final text;
           otherwise it raises SlackDeliveryError (never another exception type).
@@ -172,10 +185,12 @@ class Publisher:
           answer is attached); then `await stream.attach_full_answer(markdown, title)` attaches
           it as a file in the thread (or posts a line saying it could not). Never raises
           SlackDeliveryError.
+        * (classic) `await stream.amend()` after `finish()`: the state changed since (sources
+          added): the messages whose render changed are edited, reliably; raises like finish.
         """
-        if self.native_streaming and channel_type == "im":
+        if self.native_streaming:  # DMs and channel threads (with the recipient there)
             return NativeAnswerStream(
-                self, team_id, channel, thread_ts, user_id=user_id, in_dm=True
+                self, team_id, channel, thread_ts, user_id=user_id, in_dm=channel_type == "im"
             )
         return AnswerStream(self, team_id, channel, thread_ts)
 
@@ -210,6 +225,7 @@ class AnswerStream(ThreadExtras):
         self.orphaned = False  # finish() was cancelled while the flusher kept going
         self._flusher: asyncio.Task[None] | None = None
         self._last_edit = 0.0
+        self._last_status = -math.inf
         self._text_shown = False
         self._first_text = FirstText(publisher.clock)
         self._edits_refused: str | None = None  # Slack's code: edit no more, post the final
@@ -219,6 +235,11 @@ class AnswerStream(ThreadExtras):
         self._numbered: dict[int, int] = {}  # message index → number of its post in flight
         self._unsure: set[int] = set()  # indexes whose last post may have landed after all
         self.calls = 0
+        # The thread's status shows progress while there is no message (None: never tried).
+        self.status: ThreadStatus | None = None
+        # Awaited with (ts, native=False) when the first message is posted after start().
+        self.on_posted: Callable[[str, bool], Awaitable[None]] | None = None
+        self._announced: str | None = None  # the first message's ts the caller knows
 
     @classmethod
     def adopt(
@@ -258,17 +279,53 @@ class AnswerStream(ThreadExtras):
     def posts(self) -> Budget:
         return self.p.budgets.posts(self.channel)
 
-    async def start(self, state: AnswerState) -> str:
-        """Post the placeholder right away (it is what tells the user we heard them)."""
+    async def start(self, state: AnswerState) -> str | None:
+        """Tell the user right away that we heard them: the thread's status, or a message.
+
+        The status (no message, None returned) unless the state carries a notice that must be
+        a message (in line, after your previous question, a final notice) or Slack refuses
+        the status; then the placeholder is posted and its ts returned. Raises
+        SlackDeliveryError as `Publisher.open` says.
+        """
         self._state = state
+        if not (state.finished or state.queued or state.after_previous):
+            self.status = self._thread_status()
+            try:
+                shown = await self.status.show(status_text(state), first=True)
+            finally:
+                self.calls += self.status.calls
+            if shown:
+                self._flusher = self.p.spawn_flusher(self)
+                if state.text.strip():
+                    self._dirty.set()
+                return None
         payloads = render_answer(state)
         first = payloads[0]
         self.sent.append(await self._post_message(0, first, reliable=True))
+        self._announced = self.sent[0].ts
         # The per-message interval is between edits; the first edit may follow the post at once.
         self._flusher = self.p.spawn_flusher(self)
         if len(payloads) > 1:
             self._dirty.set()
         return self.sent[0].ts
+
+    def _thread_status(self) -> ThreadStatus:
+        return ThreadStatus(
+            self.p.caller,
+            self.p.budgets,
+            self.team_id,
+            self.channel,
+            self.thread_ts,
+            clock=self.p.clock,
+        )
+
+    def resume(self, state: AnswerState) -> None:
+        """Carry on an answer whose thread status was shown already (by a native stream that
+        could not start): no status call first, the flusher posts its first words at once."""
+        self._state = state
+        self.status = self._thread_status()
+        self._flusher = self.p.spawn_flusher(self)
+        self._dirty.set()
 
     def abandon(self) -> None:
         """Stop writing, without a final edit: another replica finishes this answer (it was
@@ -295,6 +352,22 @@ class AnswerStream(ThreadExtras):
         """
         await delivered(self._finish(), "chat.update")
 
+    async def amend(self) -> None:
+        """After `finish()`: deliver the final render again, because the state changed since
+        (sources were added). Only the messages whose render changed are edited, reliably;
+        returns once Slack accepted them, else raises SlackDeliveryError like `finish()`."""
+        await delivered(self._amend(), "chat.update")
+
+    async def _amend(self) -> None:
+        if not self._final or (self._flusher is not None and not self._flusher.done()):
+            await self._finish()  # not finished yet: this is the finish
+            return
+        self._raise_if_gone()
+        if self._edits_refused is None:
+            await self._deliver_final(amending=True)
+        if self._edits_refused is not None:  # the answer stands as delivered; not posted again
+            raise SlackDeliveryError("chat.update", self._edits_refused)
+
     async def _finish(self) -> None:
         self._final = True
         self._dirty.set()
@@ -309,8 +382,9 @@ class AnswerStream(ThreadExtras):
         if self._gone is not None:
             raise SlackDeliveryError(self._gone.method, self._gone.error)
 
-    async def _deliver_final(self) -> None:
-        """Edit the final render into the messages; once Slack refuses an edit, post it anew."""
+    async def _deliver_final(self, *, amending: bool = False) -> None:
+        """Edit the final render into the messages; once Slack refuses an edit, post it anew
+        (unless `amending` a delivered answer: then the caller reports the refusal)."""
         self._desired = list(render_answer(self._state))
         for _ in range(2):  # twice: a post found to have landed earlier may still need an edit
             if self._edits_refused or not self._pending():
@@ -319,6 +393,8 @@ class AnswerStream(ThreadExtras):
                 if not await self._send(index, reliable=True):
                     break  # the edit was refused: the whole answer is posted below instead
         if self._edits_refused:
+            if amending:
+                return
             await self._post_anew()
         else:
             await self._drop_extras()
@@ -333,6 +409,7 @@ class AnswerStream(ThreadExtras):
             self._numbered.pop(index, None)  # a new post, not one that may have landed before
             self._unsure.discard(index)
             self.sent.append(await self._post_message(index, payload, reliable=True))
+            await self._posted(index)
         for message in stale:
             await self._remove(message)
 
@@ -412,14 +489,59 @@ class AnswerStream(ThreadExtras):
             if i >= len(self.sent) or self.sent[i].payload != payload
         ]
 
+    def _status_shows(self) -> ThreadStatus | None:
+        """The thread's status, while it is what shows the answer's progress: no message
+        yet, no answer text yet, not final, and Slack took the answer's first status."""
+        status = self.status
+        if status is None or status.refused or self.sent or self._final:
+            return None
+        if self._state.finished:  # no status line left to show: the final goes out
+            return None
+        return None if self._state.text.strip() else status
+
+    async def _show_status(self, status: ThreadStatus) -> None:
+        """Progress as the thread's status (no message, no edit budget): when the line changed
+        or Slack would soon clear it; paced like edits. A status refused for budget is tried
+        again when the bucket could allow it, or sooner if the answer moves on."""
+        text = status_text(self._state)
+        if not text or not status.due(text):
+            return
+        wait = self._last_status + self.p.min_interval - self.p.clock()
+        if wait > 0:
+            self._dirty.set()  # shown after the pause, newest state then
+            self._wake.clear()  # only first words or the end arriving from now cut it short
+            await sleep_unless(self.p.sleep, wait, self._wake)
+            return
+        before = status.calls
+        shown = await status.show(text)
+        self.calls += status.calls - before
+        if status.gone is not None:
+            self._gone = status.gone
+            return
+        self._last_status = self.p.clock()
+        if not shown and status.calls == before and not status.refused:  # the bucket was empty
+            self._wake.clear()
+            hint = min(max(status.bucket.wait_hint(), 0.05), 5.0)
+            self._dirty.set()
+            await sleep_unless(self.p.sleep, hint, self._wake)
+
     async def _flush_loop(self) -> None:
         while True:
-            await self._dirty.wait()
+            status = self._status_shows()
+            if status is not None and not self._dirty.is_set():
+                # Nothing new: refresh what shows before Slack clears it (2 minutes).
+                await sleep_unless(self.p.sleep, status.refresh_in(), self._dirty)
+            else:
+                await self._dirty.wait()
             self._dirty.clear()
             if self._gone is not None:
                 return  # nothing can reach the channel; finish() reports it
             if self._edits_refused and not self._final:
                 continue  # no more progress: only the final answer goes out, posted anew
+            status = self._status_shows()
+            if status is not None:
+                await self._show_status(status)
+                continue
             await self._wait_for_interval()
             if self._final:
                 await self._deliver_final()
@@ -520,12 +642,16 @@ class AnswerStream(ThreadExtras):
         self._refused_by = self.edits if exc.method == "chat.update" else self.posts
 
     async def _post(self, payload: SlackMessage, *, reliable: bool) -> bool:
+        """Post the next message of the answer. Message 0 is posted here when `start()`
+        showed the status instead: with the first words (which may wait a quarter interval
+        for the channel's post budget, like a first-words edit) or with the final answer."""
         index = len(self.sent)
         if reliable:
             self.sent.append(await self._post_message(index, payload, reliable=True))
+            await self._posted(index)
             return True
         self._refused_by = self.posts
-        if self._held() or not await self.p.caller.acquire(self.posts, max_wait=0.0):
+        if self._held() or not await self.p.caller.acquire(self.posts, max_wait=self._edit_wait()):
             return False
         try:
             self.sent.append(await self._post_message(index, payload, reliable=False))
@@ -535,7 +661,22 @@ class AnswerStream(ThreadExtras):
         except SlackDeliveryError as exc:  # the final post will try again, reliably
             self._write_failed(exc)
             return False
+        if index == 0:
+            self._last_edit = self.p.clock()  # the post showed it: the next edit is paced
+        await self._posted(index)
         return True
+
+    async def _posted(self, index: int) -> None:
+        """Tell `on_posted` about a new first message (not the one start() returned)."""
+        if index != 0 or self.sent[0].ts == self._announced:
+            return
+        self._announced = ts = self.sent[0].ts
+        if self.on_posted is None:
+            return
+        try:
+            await self.on_posted(ts, False)
+        except Exception as exc:
+            log.error("answer_posted_callback_failed", error_type=type(exc).__name__)
 
     async def _post_message(self, index: int, payload: SlackMessage, *, reliable: bool) -> Sent:
         """Post `payload` as message `index` of the answer, named in its metadata; reliably

@@ -32,6 +32,8 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "assistant.threads.setStatus": frozenset({"chat:write"}),
     "assistant.threads.setTitle": frozenset({"assistant:write"}),
     "assistant.threads.setSuggestedPrompts": frozenset({"assistant:write"}),
+    # Agent sessions (Slack's Stop button): "a granular bot token bearing chat:write".
+    "agents.sessions.setStatus": frozenset({"chat:write"}),
     "files.getUploadURLExternal": frozenset({"files:write"}),
     "files.completeUploadExternal": frozenset({"files:write"}),
     # Retired; bot.slack.files names its middle step (POST the bytes to the upload URL) after it.
@@ -53,7 +55,10 @@ EVENT_SCOPES: dict[str, frozenset[str]] = {
     "message.mpim": frozenset({"mpim:history"}),
     "app_home_opened": frozenset(),
     "assistant_thread_started": frozenset({"assistant:write"}),
-    "assistant_thread_context_changed": frozenset({"assistant:write"}),
+    "assistant_thread_context_changed": frozenset(),  # "No scopes required"
+    # The event page names no scope of its own; chat:write is what starts a session
+    # (agents.sessions.setStatus), so an app receiving it holds that scope anyway.
+    "agent_session_stopped": frozenset({"chat:write"}),
 }
 
 # --- what powabot uses ---------------------------------------------------------------------------
@@ -66,6 +71,15 @@ METHODS: frozenset[str] = frozenset(
         "chat.postMessage",
         "chat.update",
         "chat.delete",
+        # "There's nothing running to stop." (bot/slack/assistant.py)
+        "chat.postEphemeral",
+        # the bot's DM: greeting with suggested prompts, thread titles (bot/slack/assistant.py)
+        "assistant.threads.setSuggestedPrompts",
+        "assistant.threads.setTitle",
+        # an answer's progress without a message edit (bot/slack/status.py)
+        "assistant.threads.setStatus",
+        # the thread's agent session: processing while an answer runs, Stop (bot/slack/sessions.py)
+        "agents.sessions.setStatus",
         "chat.startStream",
         "chat.appendStream",
         "chat.stopStream",
@@ -78,12 +92,19 @@ METHODS: frozenset[str] = frozenset(
     }
 )
 
-# The events a listener handles (`app.event(...)` in bot/slack/listeners.py), and the
-# subscriptions that deliver each: `message` listens to DMs (answered) and to thread follow-ups
-# in public and private channels; group DMs (mpim) are not served.
+# The events a listener handles (`app.event(...)` in bot/slack/listeners.py and
+# bot/slack/assistant.py), and the subscriptions that deliver each: `message` listens to DMs
+# (answered) and to thread follow-ups in public and private channels; group DMs (mpim) are not
+# served. `app_home_opened` (tab "messages") is how agent view (`features.agent_view`) says a
+# user opened the bot's DM; the two `assistant_thread_*` events are the legacy assistant view's
+# (`features.assistant_view`); `agent_session_stopped` is a click on Slack's Stop button.
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "app_mention": ("app_mention",),
     "message": ("message.im", "message.channels", "message.groups"),
+    "app_home_opened": ("app_home_opened",),
+    "assistant_thread_started": ("assistant_thread_started",),
+    "assistant_thread_context_changed": ("assistant_thread_context_changed",),
+    "agent_session_stopped": ("agent_session_stopped",),
 }
 
 # powabot registers no action, view, shortcut or command listener: interactivity stays off.

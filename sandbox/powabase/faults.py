@@ -33,6 +33,14 @@ counts them by kind. ``pb.faults.chaos(rate=0)`` turns chaos off.
 
 API faults (``pb.inject_api_fault(method, glob, status=…)``) answer an error to matching
 requests of the other endpoints (provisioning, history).
+
+Run-detail faults bend the next ``times`` `GET /api/orchestrations/runs/{run_id}` answers
+(``pb.inject_detail_fault(kind, …)``):
+
+    not_found   404 ``{"error": "Run not found"}``, as for a run the backend no longer keeps
+    slow        ``delay`` seconds before the usual answer
+    odd_shape   200 with ``body`` (any JSON value) or, without one, `ODD_DETAIL`: the documented
+                keys with missing fields, wrong types and junk where documents should be
 """
 
 from __future__ import annotations
@@ -86,6 +94,42 @@ class RunFault:
     frame_chars: int = 2 * 1024 * 1024
 
 
+DetailFaultKind = Literal["not_found", "slow", "odd_shape"]
+DETAIL_FAULT_KINDS: frozenset[str] = frozenset(DetailFaultKind.__args__)  # type: ignore[attr-defined]
+# A run detail of the right kind (a JSON object) whose fields are missing or of the wrong type.
+ODD_DETAIL: dict[str, Any] = {
+    "run_id": 42,
+    "status": None,
+    "content": ["not", "text"],
+    "child_runs": [
+        None,
+        "child",
+        {"tool_calls": {"result": 1}, "citations": 7},
+        {
+            "run_id": "exec_odd",
+            "tool_calls": [
+                {"tool_name": 7, "result": ["x"]},
+                {"tool_name": "knowledge_search", "result": "{not json"},
+                {"tool_name": "knowledge_search", "result": {"results": [{"title": ["x"]}]}},
+                {"tool_name": "knowledge_search", "result": {"results": "none"}},
+                {"tool_name": "knowledge_search"},
+            ],
+            "citations": [{"url": "javascript:alert(1)", "title": None}, 3, [], None],
+        },
+    ],
+}
+
+
+@dataclass
+class DetailFault:
+    """One planned misbehaviour of run-detail requests (see PowabaseStandin.inject_detail_fault)."""
+
+    kind: DetailFaultKind
+    remaining: int
+    delay: float = 1.0
+    body: Any = None
+
+
 @dataclass
 class ApiFault:
     """An error answer for requests matching ``method`` and the glob ``path_pattern``."""
@@ -135,6 +179,7 @@ class FaultPlan:
     def __init__(self) -> None:
         self.run_faults: list[RunFault] = []
         self.api_faults: list[ApiFault] = []
+        self.detail_faults: list[DetailFault] = []
         self.chaos_plan: Chaos | None = None
         self.chaos_drawn: Counter[str] = Counter()
 
@@ -174,6 +219,18 @@ class FaultPlan:
         if drawn is not None:
             self.chaos_drawn[drawn.kind] += 1
         return drawn
+
+    def next_detail_fault(self) -> DetailFault | None:
+        """Take one use of the oldest pending run-detail fault."""
+        while self.detail_faults:
+            fault = self.detail_faults[0]
+            if fault.remaining > 0:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self.detail_faults.pop(0)
+                return fault
+            self.detail_faults.pop(0)
+        return None
 
     def api_fault_for(self, method: str, path: str) -> ApiFault | None:
         """The API fault that fires for this request, counting skips and uses."""

@@ -1,8 +1,24 @@
-"""`POST /api/orchestrations/{id}/run/stream` and the history endpoints built on its records."""
+"""`POST /api/orchestrations/{id}/run/stream` and the history endpoints built on its records.
+
+A specialist's knowledge search (tool ``knowledge_search``, arguments ``{"query"}``) returns, in
+the run detail's ``child_runs[].tool_calls[].result``, a JSON **string** (what the engine hands
+the model)::
+
+    {"query": "...", "knowledge_bases": ["billing-kb"], "total": 2,
+     "results": [{"title": "Refunds FAQ", "document_name": "refunds-faq.md",
+                  "source_id": "<uuid>", "knowledge_base": "billing-kb",
+                  "knowledge_base_id": "<uuid>", "url": "https://…" | null,
+                  "section": "<heading>", "content": "<passage>", "score": 7.12}]}
+
+at most `model.SEARCH_RESULTS` results, best first. A child run whose best result has a URL also
+carries ``citations: [{"title", "url", "source_id", "knowledge_base"}]`` (the document its report
+quotes). The stream's `tool_result` keeps its short preview (the best passage, ≤ 200 characters).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
@@ -11,10 +27,17 @@ from aiohttp import web
 
 from sandbox.powabase import model
 from sandbox.powabase.context import CONTEXT, Context
-from sandbox.powabase.faults import STATUS_KINDS, RunFault
+from sandbox.powabase.faults import ODD_DETAIL, STATUS_KINDS, RunFault
 from sandbox.powabase.replies import ApiError, read_json
 from sandbox.powabase.sse import EventWriter
-from sandbox.powabase.state import Orchestration, RunRecord, Session, now_iso, short_hex
+from sandbox.powabase.state import (
+    ChildRun,
+    Orchestration,
+    RunRecord,
+    Session,
+    now_iso,
+    short_hex,
+)
 
 HTML_ERROR = (
     "<!doctype html>\n<html lang=en>\n<title>{status} Internal Server Error</title>\n"
@@ -135,20 +158,24 @@ async def _play(
         # Known events whose fields have the wrong type (a newer or buggier engine).
         await w.send("step_started", step="one", is_last_step="maybe")
         await w.send("tool_result", step=1, tool_name="probe", call_id=7, duration_ms="slow")
-    ans = model.answer(ctx.store, orch, record.message, history)
+    ans = model.answer(
+        ctx.store, orch, record.message, history, specialists=ctx.next_specialists(record.message)
+    )
     tool_calls: list[dict[str, Any]] = []
     if reasoning:
-        thought = f"Route to {ans.agent.name}." if ans.agent else "No specialist to route to."
+        names = " and ".join(p.agent.name for p in ans.specialists if p.agent is not None)
+        thought = f"Route to {names}." if names else "No specialist to route to."
         await w.send("reasoning", step=1, source="thinking", content=thought)
     steps = 1
     if ans.agent is not None:
         steps = 2
-        tool_calls = await _delegate(w, ctx, record, ans)
+        tool_calls = await _delegate_all(w, ctx, record, ans)
         await w.send("step_started", step=2, is_last_step=True)
     record.usage = model.usage_for(record.message, ans.report, ans.final)
     if fault and kind == "failed":
         record.status = "failed"
         error = fault.body or "The model provider returned an error"
+        record.error = error
         await w.send("orchestration_completed", status="failed", steps=steps, usage=record.usage)
         await w.send(
             "complete",
@@ -183,6 +210,7 @@ async def _play(
     if fault and kind == "error_event":
         record.status = "error"
         error = fault.body or "Upstream model error: the provider closed the connection"
+        record.error = error
         await w.send("error", error=error, code="provider_error", provider="openai")
         return
     if fault and kind == "ended":
@@ -245,37 +273,63 @@ async def _think(ctx: Context) -> None:
         await asyncio.sleep(ctx.step_delay)
 
 
-async def _delegate(
+async def _delegate_all(
     w: EventWriter, ctx: Context, record: RunRecord, ans: model.Answer
 ) -> list[dict[str, Any]]:
-    """The coordinator's delegation and the specialist's KB search and report."""
-    assert ans.agent is not None
-    record.delegated_to, record.task, record.report = ans.agent.name, ans.task, ans.report
-    record.child_execution_id = f"exec_{short_hex()}"
-    tool, call_id, search_id = f"delegate_to_{ans.agent.name}", f"call_{short_hex()}", ""
+    """The coordinator's step 1: every `delegate_to_<agent>` call first, then each delegation
+    in turn; returns the tool calls (each delegation, then its specialist's search)."""
+    parts = ans.specialists
+    first = parts[0]
+    assert first.agent is not None
+    record.delegated_to, record.task, record.report = first.agent.name, first.task, first.report
+    calls = []
+    for part in parts:
+        assert part.agent is not None
+        call_id = f"call_{short_hex()}"
+        tool = f"delegate_to_{part.agent.name}"
+        calls.append((part, tool, call_id))
+        await w.send(
+            "tool_call", step=1, tool_name=tool, arguments={"task": part.task}, call_id=call_id
+        )
+    tool_calls: list[dict[str, Any]] = []
+    for part, tool, call_id in calls:
+        tool_calls += await _consult(w, ctx, record, part, tool, call_id)
+    record.child_execution_id = record.children[0].run_id
+    await w.send("step_completed", step=1, finish_reason="tool_calls", has_tool_calls=True)
+    return tool_calls
+
+
+async def _consult(
+    w: EventWriter, ctx: Context, record: RunRecord, part: model.Answer, tool: str, call_id: str
+) -> list[dict[str, Any]]:
+    """One delegation: the specialist's KB search and report, then the delegate tool's result."""
+    assert part.agent is not None
+    child = ChildRun(f"exec_{short_hex()}", part.agent.name, part.task, part.report)
+    child.model = part.agent.model
+    record.children.append(child)
     started = time.monotonic()
-    await w.send("tool_call", step=1, tool_name=tool, arguments={"task": ans.task}, call_id=call_id)
     await w.send(
         "delegation_started",
-        agent=ans.agent.name,
-        task=ans.task,
-        child_execution_id=record.child_execution_id,
+        agent=part.agent.name,
+        task=part.task,
+        child_execution_id=child.run_id,
     )
+    first_event = len(record.event_payloads)
     await _think(ctx)  # the specialist reads its task
     await w.send("step_started", step=1, is_last_step=False)
     search_id = f"call_{short_hex()}"
-    arguments = {"query": ans.query}
+    arguments = {"query": part.query}
     await w.send(
         "tool_call", step=1, tool_name="knowledge_search", arguments=arguments, call_id=search_id
     )
     await _think(ctx)  # the knowledge-base search runs
-    found = ans.passage.body if ans.passage else "No results."
+    found = part.passage.body if part.passage else "No results."
     meta: dict[str, Any] = {
-        "knowledge_bases": list(ans.kb_names),
-        "results": 1 if ans.passage else 0,
+        "knowledge_bases": list(part.kb_names),
+        "results": 1 if part.passage else 0,
     }
-    if ans.passage:
-        meta["source"] = ans.passage.source_name
+    if part.passage:
+        meta["source"] = part.passage.source_name
     await w.send(
         "tool_result",
         step=1,
@@ -287,17 +341,29 @@ async def _delegate(
     )
     await w.send("step_completed", step=1, finish_reason="tool_calls", has_tool_calls=True)
     await w.send("step_started", step=2, is_last_step=True)
-    for piece in split_deltas(ans.report):
+    for piece in split_deltas(part.report):
         await w.send("content_delta", delta=piece)
     await w.send("step_completed", step=2, finish_reason="stop", has_tool_calls=False)
-    child_usage = model.usage_for(ans.task, found, ans.report)
+    child.events = record.event_payloads[first_event:]
+    child.usage = model.usage_for(part.task, found, part.report)
+    child.status, child.steps = "completed", 2
+    child.tool_calls = [
+        {
+            "step": 1,
+            "tool_name": "knowledge_search",
+            "arguments": arguments,
+            "result": search_result(part),
+            "duration_ms": 12,
+        }
+    ]
+    child.citations = citations(part)
     await w.send(
         "delegation_completed",
-        agent=ans.agent.name,
-        child_execution_id=record.child_execution_id,
+        agent=part.agent.name,
+        child_execution_id=child.run_id,
         status="completed",
         steps=2,
-        usage=child_usage,
+        usage=child.usage,
     )
     await _think(ctx)  # the coordinator reads the report
     duration = int((time.monotonic() - started) * 1000)
@@ -306,17 +372,16 @@ async def _delegate(
         step=1,
         tool_name=tool,
         call_id=call_id,
-        result_preview=ans.report[:200],
-        result_meta={"agent": ans.agent.name, "status": "completed"},
+        result_preview=part.report[:200],
+        result_meta={"agent": part.agent.name, "status": "completed"},
         duration_ms=duration,
     )
-    await w.send("step_completed", step=1, finish_reason="tool_calls", has_tool_calls=True)
     return [
         {
             "step": 1,
             "tool_name": tool,
-            "arguments": {"task": ans.task},
-            "result": ans.report,
+            "arguments": {"task": part.task},
+            "result": part.report,
             "duration_ms": duration,
         },
         {
@@ -326,6 +391,47 @@ async def _delegate(
             "result": found,
             "duration_ms": 12,
         },
+    ]
+
+
+def search_result(part: model.Answer) -> str:
+    """A knowledge search's full result, as the JSON text the engine gives the model (see the
+    module docstring)."""
+    results = [
+        {
+            "title": model.document_title(hit.source),
+            "document_name": hit.source.filename or hit.source.name,
+            "source_id": hit.source.id,
+            "knowledge_base": hit.kb.name,
+            "knowledge_base_id": hit.kb.id,
+            "url": model.document_url(hit.source),
+            "section": hit.passage.heading,
+            "content": hit.passage.body,
+            "score": round(hit.score, 4),
+        }
+        for hit in part.hits
+    ]
+    body = {
+        "query": part.query,
+        "knowledge_bases": list(part.kb_names),
+        "results": results,
+        "total": len(results),
+    }
+    return json.dumps(body, ensure_ascii=False)
+
+
+def citations(part: model.Answer) -> list[dict[str, Any]]:
+    """The document a specialist's report quotes, when it has a URL (else no citations)."""
+    if not part.hits or model.document_url(part.hits[0].source) is None:
+        return []
+    hit = part.hits[0]
+    return [
+        {
+            "title": model.document_title(hit.source),
+            "url": model.document_url(hit.source),
+            "source_id": hit.source.id,
+            "knowledge_base": hit.kb.name,
+        }
     ]
 
 
@@ -373,32 +479,44 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 async def run_detail(request: web.Request) -> web.Response:
+    """The documented run detail (../shared/powabase-api.md, History), bent by detail faults."""
     ctx = request.app[CONTEXT]
+    fault = ctx.faults.next_detail_fault()
+    if fault is not None and fault.kind == "slow":
+        await asyncio.sleep(fault.delay)
     run = ctx.store.run_by_id(request.match_info["run_id"])
-    if run is None:
+    if run is None or (fault is not None and fault.kind == "not_found"):
         raise ApiError(404, "Run not found")
+    if fault is not None and fault.kind == "odd_shape":
+        return web.json_response(ODD_DETAIL if fault.body is None else fault.body)
+    orch = ctx.store.orchestrations.get(run.orchestration_id)
+    coordinator_model = orch.orchestrator_config.get("model") if orch else None
     children = []
-    if run.delegated_to:
-        children.append(
-            {
-                "id": run.child_execution_id,
-                "agent": run.delegated_to,
-                "task": run.task,
-                "status": "completed",
-                "output": run.report,
-                "steps": 2,
-            }
-        )
+    for child in run.children:
+        entry: dict[str, Any] = {
+            "run_id": child.run_id,
+            "status": child.status,
+            "steps": child.steps,
+            "content": child.report,
+            "events": child.events,
+            "tool_calls": child.tool_calls,
+            "usage": child.usage,
+            "model": child.model,
+        }
+        if child.citations:
+            entry["citations"] = child.citations
+        children.append(entry)
     return web.json_response(
         {
-            "id": run.run_id,
+            "run_id": run.run_id,
             "orchestration_id": run.orchestration_id,
-            "session_id": run.session_id,
             "status": run.status,
-            "input": run.message,
-            "output": run.answer,
+            "content": run.answer,
+            "events": run.event_payloads,
             "usage": run.usage,
-            "created_at": run.created_at,
+            "model": coordinator_model or "gpt-5.4-mini",
+            "error": run.error,
+            "started_at": run.created_at,
             "completed_at": run.completed_at,
             "child_runs": children,
         }

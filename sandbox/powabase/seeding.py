@@ -31,6 +31,12 @@ ROLES = {
         "includes, plan comparisons, usage limits, the roadmap and upcoming features."
     ),
 }
+# Seeded documents of these domains are published in Lumora's (made-up) help centre: their
+# upload metadata carries `url` = DOCS_URL/<domain>/<file stem>, which search results and
+# citations show. Product documents are internal: no URL. Uploaded sources have a URL only when
+# their metadata names one.
+DOCS_URL = "https://docs.lumora.example"
+PUBLISHED_DOMAINS = frozenset({"billing", "technical"})
 KB_DESCRIPTIONS = {
     "billing": "Billing policies, refund procedures, payment handling, tax info.",
     "technical": "API setup, authentication, rate limits, integration errors, SSO.",
@@ -66,8 +72,18 @@ def seed_store(store: Store, seed_dir: Path) -> str:
         for path in sorted(domain_dir.glob("*.md")):
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
+            metadata = (
+                {"url": f"{DOCS_URL}/{domain}/{path.stem}"} if domain in PUBLISHED_DOMAINS else {}
+            )
             source = Source(
-                new_id(), path.name, path.name, "md", data.decode("utf-8"), digest, len(data), {}
+                new_id(),
+                path.name,
+                path.name,
+                "md",
+                data.decode("utf-8"),
+                digest,
+                len(data),
+                metadata,
             )
             source.polls = 10**6  # long since extracted
             store.sources[source.id] = source

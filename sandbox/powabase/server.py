@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,10 +12,13 @@ from aiohttp import web
 
 from sandbox.powabase import provisioning as prov
 from sandbox.powabase import runs
-from sandbox.powabase.context import CONTEXT, Context
+from sandbox.powabase.context import CONTEXT, Context, SpecialistPlan
 from sandbox.powabase.faults import (
+    DETAIL_FAULT_KINDS,
     RUN_FAULT_KINDS,
     ApiFault,
+    DetailFault,
+    DetailFaultKind,
     FaultPlan,
     RunFault,
     RunFaultKind,
@@ -184,6 +187,24 @@ class PowabaseStandin(LoopbackServer):
                 frame_chars=frame_chars,
             )
         )
+
+    def ask_specialists(self, agents: Sequence[str], *, times: int = 1, match: str = "") -> None:
+        """Make the coordinator delegate to ``agents`` (agent names, in order) in the next
+        ``times`` runs whose message contains ``match``: with two or more, both
+        `delegate_to_<agent>` calls come first, then each delegation in turn."""
+        if not agents or times < 1:
+            raise ValueError("ask_specialists needs at least one agent and times >= 1")
+        self._ctx.specialist_plans.append(SpecialistPlan(tuple(agents), times, match))
+
+    def inject_detail_fault(
+        self, kind: DetailFaultKind, *, times: int = 1, delay: float = 1.0, body: Any = None
+    ) -> None:
+        """Bend the next ``times`` `GET /api/orchestrations/runs/{run_id}` answers: ``not_found``
+        (404), ``slow`` (``delay`` seconds first) or ``odd_shape`` (``body``, or a detail with
+        missing fields and wrong types); see sandbox/powabase/faults.py."""
+        if kind not in DETAIL_FAULT_KINDS:
+            raise ValueError(f"unknown detail fault kind {kind!r}; expected {DETAIL_FAULT_KINDS}")
+        self._ctx.faults.detail_faults.append(DetailFault(kind, times, delay, body))
 
     def inject_api_fault(
         self,

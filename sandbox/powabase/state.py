@@ -112,6 +112,23 @@ class Session:
 
 
 @dataclass
+class ChildRun:
+    """One specialist's run inside an orchestration run (a `child_runs[]` entry of the detail)."""
+
+    run_id: str  # the delegation's child_execution_id
+    agent: str
+    task: str
+    report: str = ""
+    status: str = "running"
+    steps: int = 0
+    model: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class RunRecord:
     """What one `run/stream` request did, for tests and the latency benchmark."""
 
@@ -124,8 +141,11 @@ class RunRecord:
     task: str = ""
     child_execution_id: str = ""
     report: str = ""
+    children: list[ChildRun] = field(default_factory=list)
+    """Every delegation, in order (``delegated_to`` / ``task`` / ``report`` are the first's)."""
     answer: str = ""
     status: str = "running"
+    error: str | None = None
     fault: str | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
     event_payloads: list[dict[str, Any]] = field(default_factory=list)

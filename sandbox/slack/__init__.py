@@ -17,7 +17,7 @@ with seconds or an HTTP date, a proxy's plain-text or HTML 5xx, resets, slow ans
 
 from sandbox.slack.faults import Chaos, Fault
 from sandbox.slack.ratelimit import RateLimits
-from sandbox.slack.server import ApiCall, SlackStandin, UserMessage
+from sandbox.slack.server import ApiCall, SentEvent, SlackStandin, UserMessage
 from sandbox.slack.socket_mode import Delivery
 from sandbox.slack.store import StoredMessage
 
@@ -27,6 +27,7 @@ __all__ = [
     "Delivery",
     "Fault",
     "RateLimits",
+    "SentEvent",
     "SlackStandin",
     "StoredMessage",
     "UserMessage",

@@ -119,3 +119,52 @@ def slack_signature(signing_secret: str, timestamp: int, body: bytes) -> str:
     base = f"v0:{timestamp}:".encode() + body
     digest = hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
     return f"v0={digest}"
+
+
+def agent_session_stopped_event(
+    *, channel: str, thread_ts: str, user: str, streaming_message_ts: list[str], event_ts: str
+) -> dict[str, Any]:
+    """``agent_session_stopped``: the user clicked Stop on the thread's agent session;
+    ``streaming_message_ts`` lists the app's streams Slack stopped for it (may be empty)."""
+    return {
+        "type": "agent_session_stopped",
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "user": user,
+        "streaming_message_ts": list(streaming_message_ts),
+        "event_ts": event_ts,
+    }
+
+
+def app_home_opened_event(*, user: str, channel: str, tab: str, event_ts: str) -> dict[str, Any]:
+    """``app_home_opened``: the user opened the app's Messages tab (agent view) or Home tab."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": channel,
+        "tab": tab,
+        "event_ts": event_ts,
+    }
+
+
+def assistant_thread_event(
+    kind: str,
+    *,
+    user: str,
+    channel: str,
+    thread_ts: str,
+    context: dict[str, Any],
+    event_ts: str,
+) -> dict[str, Any]:
+    """``assistant_thread_started`` / ``assistant_thread_context_changed`` (legacy assistant
+    view): ``context`` holds what the user is viewing (channel_id, team_id, enterprise_id)."""
+    return {
+        "type": kind,
+        "assistant_thread": {
+            "user_id": user,
+            "context": context,
+            "channel_id": channel,
+            "thread_ts": thread_ts,
+        },
+        "event_ts": event_ts,
+    }

@@ -20,6 +20,9 @@ from yarl import URL
 from sandbox.serving import LoopbackServer
 from sandbox.slack.events import (
     Workspace,
+    agent_session_stopped_event,
+    app_home_opened_event,
+    assistant_thread_event,
     bot_message_event,
     envelope,
     event_callback,
@@ -30,7 +33,15 @@ from sandbox.slack.faults import Chaos, Fault, Injection, Reply, default_status
 from sandbox.slack.ratelimit import RateLimiter, RateLimits
 from sandbox.slack.socket_mode import MAX_CONNECTIONS, Delivery, SocketModeHub
 from sandbox.slack.store import MessageStore, StoredMessage
-from sandbox.slack.web_api import ApiConfig, ApiError, AssistantThread, StoredFile, WebApi
+from sandbox.slack.web_api import (
+    CHANNEL_GONE_ERRORS,
+    AgentSession,
+    ApiConfig,
+    ApiError,
+    AssistantThread,
+    StoredFile,
+    WebApi,
+)
 
 log = structlog.get_logger(__name__)
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -39,6 +50,7 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # (`SlackStandin.granted_scopes` changes them); for the app-level token, connections:write.
 INSTALLED_BOT_SCOPES = (
     "app_mentions:read",
+    "assistant:write",
     "channels:history",
     "chat:write",
     "files:write",
@@ -59,6 +71,15 @@ class ApiCall:
     t: float  # time.monotonic() when the request arrived
     response: dict[str, Any] = field(default_factory=dict)
     injected: bool = False
+
+
+@dataclass(frozen=True)
+class SentEvent:
+    """An event the stand-in delivered over Socket Mode (what a test may need to match on)."""
+
+    event: dict[str, Any]
+    event_id: str
+    envelope_id: str
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,26 @@ class SlackStandin(LoopbackServer):
         self.config.streaming_enabled = value
 
     @property
+    def stream_ttl(self) -> float:
+        """Seconds a stream stays open; older ones answer message_not_in_streaming_state."""
+        return self.config.stream_ttl
+
+    @stream_ttl.setter
+    def stream_ttl(self, value: float) -> None:
+        self.config.stream_ttl = value
+
+    def channel_gone(self, channel: str, error: str = "not_in_channel") -> None:
+        """From now on every write to ``channel`` is refused with ``error``: not_in_channel
+        (the bot was removed), is_archived, or channel_not_found (deleted)."""
+        if error not in CHANNEL_GONE_ERRORS:
+            raise ValueError(f"channel_gone: {error!r} is not one of {sorted(CHANNEL_GONE_ERRORS)}")
+        self.api.channels_gone[channel] = error
+
+    def channel_back(self, channel: str) -> None:
+        """Undo `channel_gone`: the bot can write to ``channel`` again."""
+        self.api.channels_gone.pop(channel, None)
+
+    @property
     def acked(self) -> set[str]:
         return self.hub.acked
 
@@ -189,7 +230,13 @@ class SlackStandin(LoopbackServer):
 
     @property
     def assistant_threads(self) -> dict[tuple[str, str], AssistantThread]:
+        """By (channel, thread_ts); prompts set without a thread are under (channel, "")."""
         return self.api.assistant_threads
+
+    @property
+    def agent_sessions(self) -> dict[tuple[str, str], AgentSession]:
+        """Agent sessions by (channel, thread_ts), from agents.sessions.setStatus / stopStream."""
+        return self.api.agent_sessions
 
     @property
     def files(self) -> dict[str, StoredFile]:
@@ -448,6 +495,91 @@ class SlackStandin(LoopbackServer):
         event_id = self._new_event_id()
         envelope_id = await self.deliver(event, event_id=event_id)
         return UserMessage(channel, msg.ts, thread_ts, event_id, envelope_id)
+
+    async def _send_event(self, event: dict[str, Any]) -> SentEvent:
+        event_id = self._new_event_id()
+        envelope_id = await self.deliver(event, event_id=event_id)
+        return SentEvent(event, event_id, envelope_id)
+
+    async def agent_session_stopped(
+        self,
+        *,
+        channel: str,
+        thread_ts: str,
+        user: str,
+        streaming_message_ts: list[str] | None = None,
+    ) -> SentEvent:
+        """The user clicks Stop on the thread's agent session. Slack stops the app's open
+        streams there itself (all of them, or those in ``streaming_message_ts``) and names
+        them in the event; the session's status is left to the app."""
+        stopped = self.api.stop_streams_in(channel, thread_ts, streaming_message_ts)
+        self._notify()
+        event = agent_session_stopped_event(
+            channel=channel,
+            thread_ts=thread_ts,
+            user=user,
+            streaming_message_ts=stopped,
+            event_ts=self.store.next_ts(),
+        )
+        return await self._send_event(event)
+
+    async def app_home_opened(self, *, user: str, channel: str, tab: str = "messages") -> SentEvent:
+        """The user opens the app: ``tab="messages"`` is the bot's DM ``channel`` (what agent
+        view sends instead of assistant_thread_started), ``"home"`` the Home tab."""
+        if tab not in ("messages", "home"):
+            raise ValueError(f"app_home_opened: tab must be 'messages' or 'home', not {tab!r}")
+        self._channel_types.setdefault(channel, "im")
+        event = app_home_opened_event(
+            user=user, channel=channel, tab=tab, event_ts=self.store.next_ts()
+        )
+        return await self._send_event(event)
+
+    async def assistant_thread_started(
+        self,
+        *,
+        user: str,
+        channel: str,
+        thread_ts: str,
+        context: dict[str, Any] | None = None,
+    ) -> SentEvent:
+        """Legacy assistant view: the user opens a new assistant thread in the bot's DM.
+        ``context``: what the user is viewing, e.g. ``{"channel_id": "C1", "team_id":
+        "T0TEAM", "enterprise_id": None}`` (empty when none)."""
+        return await self._assistant_thread(
+            "assistant_thread_started", user, channel, thread_ts, context
+        )
+
+    async def assistant_thread_context_changed(
+        self,
+        *,
+        user: str,
+        channel: str,
+        thread_ts: str,
+        context: dict[str, Any] | None = None,
+    ) -> SentEvent:
+        """Legacy assistant view: the user moves to another channel with the thread open."""
+        return await self._assistant_thread(
+            "assistant_thread_context_changed", user, channel, thread_ts, context
+        )
+
+    async def _assistant_thread(
+        self,
+        kind: str,
+        user: str,
+        channel: str,
+        thread_ts: str,
+        context: dict[str, Any] | None,
+    ) -> SentEvent:
+        self._channel_types.setdefault(channel, "im")
+        event = assistant_thread_event(
+            kind,
+            user=user,
+            channel=channel,
+            thread_ts=thread_ts,
+            context=dict(context or {}),
+            event_ts=self.store.next_ts(),
+        )
+        return await self._send_event(event)
 
     def _echo(self, message: StoredMessage) -> None:
         """Slack sends the app a ``message`` event for its own posts; so do we (switchable)."""

@@ -6,7 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-StreamState = Literal["streaming", "stopped"]
+StreamState = Literal["streaming", "stopped", "broken", "expired"]
+"""streaming: open; stopped: chat.stopStream (or the user's Stop) closed it; broken: a call
+was refused with streaming_mode_mismatch; expired: left open past the stand-in's stream_ttl.
+Only an open stream refuses chat.update; the other three refuse appendStream/stopStream with
+message_not_in_streaming_state."""
+StreamMode = Literal["markdown", "chunks"]
 
 
 @dataclass
@@ -28,6 +33,16 @@ class StoredMessage:
     """Non-text streaming chunks (task_update, plan_update, blocks) in arrival order."""
     stream_state: StreamState | None = None
     stream_started: float = 0.0
+    stream_mode: StreamMode | None = None
+    """Fixed by the first stream call that carried content (markdown_text or chunks)."""
+    task_display_mode: str | None = None
+    """chat.startStream's task_display_mode (timeline | plan), when it was given."""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The task cards as they stand: task_update chunks merged by id (id → fields)."""
+    plan_title: str | None = None
+    """The title the last plan_update chunk set."""
+    session_status: str | None = None
+    """chat.stopStream's session_status, when it was given."""
     created: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     """Other arguments the poster sent (mrkdwn, unfurl_links, metadata, ...)."""

@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.slack.events import Workspace, channel_type_of
-from sandbox.slack.store import MessageStore, StoredMessage
+from sandbox.slack.store import MessageStore, StoredMessage, StreamMode
 
 MAX_MARKDOWN_TEXT = 12_000  # per chat.*Stream call
+MAX_TASK_TITLE = 256  # task_update title
+MAX_LOADING_MESSAGES = 10  # assistant.threads.setStatus
+MAX_PROMPTS = 4  # assistant.threads.setSuggestedPrompts
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+TASK_DISPLAY_MODES = frozenset({"timeline", "plan"})
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})
+# What a write to a channel the bot can no longer use answers (see SlackStandin.channel_gone).
+CHANNEL_GONE_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 # Arguments that are part of the message body; anything else the poster sends lands in `extra`.
 _MESSAGE_ARGS = {"channel", "text", "blocks", "attachments", "thread_ts", "token", "team_id"}
@@ -45,13 +54,27 @@ class ApiConfig:
 
 @dataclass
 class AssistantThread:
-    """What the app set on one assistant thread via assistant.threads.*."""
+    """What the app set on one assistant thread via assistant.threads.* (the status clears when
+    the app replies in the thread; ``status_history`` keeps every status the app set)."""
 
     status: str = ""
     loading_messages: list[str] | None = None
     title: str | None = None
     prompts: list[Any] | None = None
+    prompts_title: str | None = None
     status_history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AgentSession:
+    """One agent session (agents.sessions.setStatus, or chat.stopStream's session_status).
+
+    ``title`` and ``initiator_user_id`` count only when the session is created, as in Slack."""
+
+    status: str
+    title: str | None = None
+    initiator_user_id: str | None = None
+    history: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +133,78 @@ def _require(args: dict[str, Any], *names: str) -> None:
             raise ApiError("invalid_arguments")
 
 
+def _nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _valid_source(source: object) -> bool:
+    return (
+        isinstance(source, dict)
+        and source.get("type") == "url"
+        and isinstance(source.get("url"), str)
+        and isinstance(source.get("text"), str)
+    )
+
+
+def _valid_chunk(chunk: object) -> bool:
+    """One streaming chunk as Slack accepts it (markdown_text, task_update, plan_update, blocks)."""
+    if not isinstance(chunk, dict) or chunk.get("type") not in CHUNK_TYPES:
+        return False
+    kind = chunk["type"]
+    if kind == "markdown_text":
+        return isinstance(chunk.get("text"), str)
+    if kind == "plan_update":
+        return isinstance(chunk.get("title"), str)
+    if kind == "blocks":
+        return isinstance(chunk.get("blocks"), list)
+    title, sources = chunk.get("title"), chunk.get("sources")
+    return (
+        _nonempty_str(chunk.get("id"))
+        and isinstance(title, str)
+        and 1 <= len(title) <= MAX_TASK_TITLE
+        and chunk.get("status") in TASK_STATUSES
+        and all(isinstance(chunk.get(k, ""), str) for k in ("details", "output"))
+        and (sources is None or (isinstance(sources, list) and all(map(_valid_source, sources))))
+    )
+
+
+@dataclass(frozen=True)
+class StreamContent:
+    """What one chat.*Stream call carries: markdown_text, or chunks (never both)."""
+
+    markdown_text: str = ""
+    chunks: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def mode(self) -> StreamMode | None:
+        """The content mode this call fixes or must match (None: it carries no content)."""
+        if self.markdown_text:
+            return "markdown"
+        return "chunks" if self.chunks else None
+
+    @property
+    def text(self) -> str:
+        parts = [c["text"] for c in self.chunks if c["type"] == "markdown_text"]
+        return self.markdown_text + "".join(parts)
+
+
+def _stream_content(args: dict[str, Any]) -> StreamContent:
+    """Check a stream call's content the way Slack does (invalid_arguments, invalid_chunks,
+    msg_too_long) and return it. An empty ``chunks`` list carries nothing (slack_sdk's
+    chat_stream helper stops a stream with one)."""
+    markdown_text, chunks = args.get("markdown_text"), args.get("chunks")
+    if markdown_text is not None and not isinstance(markdown_text, str):
+        raise ApiError("invalid_arguments")
+    if markdown_text and chunks:
+        raise ApiError("invalid_arguments")
+    if chunks is not None and not (isinstance(chunks, list) and all(map(_valid_chunk, chunks))):
+        raise ApiError("invalid_chunks")
+    content = StreamContent(markdown_text or "", tuple(chunks or ()))
+    if len(content.text) > MAX_MARKDOWN_TEXT:
+        raise ApiError("msg_too_long")
+    return content
+
+
 class WebApi:
     """The Web API methods the bot uses, keyed by Slack method name."""
 
@@ -136,6 +231,9 @@ class WebApi:
         self.ephemerals: list[StoredMessage] = []
         self.deleted: list[StoredMessage] = []
         self.assistant_threads: dict[tuple[str, str], AssistantThread] = {}
+        self.agent_sessions: dict[tuple[str, str], AgentSession] = {}
+        self.channels_gone: dict[str, str] = {}
+        """channel → the error every write there answers (not_in_channel, is_archived, ...)."""
         self.users: dict[str, dict[str, Any]] = {
             ws.bot_user_id: {"id": ws.bot_user_id, "name": "powabot", "real_name": "powabot"}
         }
@@ -153,6 +251,7 @@ class WebApi:
             "assistant.threads.setStatus": self.set_status,
             "assistant.threads.setTitle": self.set_title,
             "assistant.threads.setSuggestedPrompts": self.set_prompts,
+            "agents.sessions.setStatus": self.set_session_status,
             "chat.startStream": self.start_stream,
             "chat.appendStream": self.append_stream,
             "chat.stopStream": self.stop_stream,
@@ -176,19 +275,39 @@ class WebApi:
         if len(text) > limit:
             raise ApiError("msg_too_long")
 
+    def _check_channel(self, channel: str) -> str:
+        """A write to ``channel``: refused when it is missing or gone (the bot was removed,
+        the channel archived or deleted), as chat.postMessage and the rest refuse it."""
+        if not channel:
+            raise ApiError("channel_not_found")
+        gone = self.channels_gone.get(channel)
+        if gone is not None:
+            raise ApiError(gone)
+        return channel
+
     def _bot_message(self, args: dict[str, Any]) -> StoredMessage:
-        msg = self.store.get(str(args.get("channel", "")), str(args.get("ts", "")))
+        channel = str(args.get("channel", ""))
+        msg = self.store.get(channel, str(args.get("ts", "")))
         if msg is None:
             raise ApiError("message_not_found")
         if msg.bot_id != self.ws.bot_id:
             raise ApiError("cant_update_message")
+        self._check_channel(channel)
         return msg
+
+    def _stream_open(self, msg: StoredMessage) -> bool:
+        """Is this message an open stream? One left open past stream_ttl has expired."""
+        if msg.stream_state == "streaming":
+            if time.monotonic() - msg.stream_started > self.config.stream_ttl:
+                msg.stream_state = "expired"
+        return msg.stream_state == "streaming"
 
     def _replied(self, channel: str, thread_ts: str | None) -> None:
         """Slack clears an assistant thread's status when the app replies in it."""
         state = self.assistant_threads.get((channel, thread_ts or ""))
         if state is not None:
             state.status = ""
+            state.loading_messages = None
 
     # --- methods -----------------------------------------------------------------------------
 
@@ -207,9 +326,7 @@ class WebApi:
         return {"url": self._socket_url()}
 
     def post_message(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = str(args.get("channel") or "")
-        if not channel:
-            raise ApiError("channel_not_found")
+        channel = self._check_channel(str(args.get("channel") or ""))
         text = str(args.get("text") or "")
         if not text and not args.get("blocks") and not args.get("attachments"):
             raise ApiError("no_text")
@@ -240,7 +357,7 @@ class WebApi:
 
     def update(self, args: dict[str, Any]) -> dict[str, Any]:
         msg = self._bot_message(args)
-        if msg.stream_state == "streaming":
+        if self._stream_open(msg):
             # Reported (not documented) answer for editing a message that is still streaming.
             raise ApiError("streaming_state_conflict")
         if "text" in args:
@@ -261,6 +378,7 @@ class WebApi:
 
     def post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         _require(args, "channel", "user")
+        self._check_channel(str(args["channel"]))
         text = str(args.get("text") or "")
         self._check_length(text, self.config.max_text_len)
         msg = StoredMessage(
@@ -341,39 +459,106 @@ class WebApi:
             }
         }
 
-    def _assistant(self, args: dict[str, Any]) -> AssistantThread:
-        _require(args, "channel_id", "thread_ts")
-        key = (str(args["channel_id"]), str(args["thread_ts"]))
+    def _assistant(self, args: dict[str, Any], *, thread_required: bool = True) -> AssistantThread:
+        _require(args, "channel_id", *(["thread_ts"] if thread_required else []))
+        channel = self._check_channel(str(args["channel_id"]))
+        key = (channel, str(args.get("thread_ts") or ""))
         return self.assistant_threads.setdefault(key, AssistantThread())
 
     def set_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        status, loading = args.get("status"), args.get("loading_messages")
+        if not isinstance(status, str):  # "" is allowed: it clears the status
+            raise ApiError("invalid_arguments")
+        if loading is not None and not (
+            isinstance(loading, list)
+            and len(loading) <= MAX_LOADING_MESSAGES
+            and all(isinstance(m, str) for m in loading)
+        ):
+            raise ApiError("invalid_arguments")
         state = self._assistant(args)
-        state.status = str(args.get("status") or "")
-        state.loading_messages = args.get("loading_messages")
-        state.status_history.append(state.status)
+        state.status = status
+        state.loading_messages = loading
+        state.status_history.append(status)
         return {}
 
     def set_title(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._assistant(args).title = str(args.get("title") or "")
+        _require(args, "title")
+        self._assistant(args).title = str(args["title"])
         return {}
 
     def set_prompts(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._assistant(args).prompts = args.get("prompts")
+        """Up to 4 prompts {title, message}; thread_ts optional (agent view leaves it out)."""
+        prompts, title = args.get("prompts"), args.get("title")
+        if not (
+            isinstance(prompts, list)
+            and 1 <= len(prompts) <= MAX_PROMPTS
+            and all(
+                isinstance(p, dict)
+                and _nonempty_str(p.get("title"))
+                and _nonempty_str(p.get("message"))
+                for p in prompts
+            )
+        ):
+            raise ApiError("invalid_arguments")
+        if title is not None and not isinstance(title, str):
+            raise ApiError("invalid_arguments")
+        state = self._assistant(args, thread_required=False)
+        state.prompts = prompts
+        state.prompts_title = title
         return {}
 
-    def _absorb_stream_input(self, msg: StoredMessage, args: dict[str, Any]) -> None:
-        """Add markdown_text and markdown_text chunks to the text; keep other chunks."""
-        chunks = [c for c in args.get("chunks") or [] if isinstance(c, dict)]
-        parts = [str(args.get("markdown_text") or "")]
-        parts += [str(c.get("text") or "") for c in chunks if c.get("type") == "markdown_text"]
-        for part in parts:
-            self._check_length(part, MAX_MARKDOWN_TEXT)
-        msg.chunks += [c for c in chunks if c.get("type") != "markdown_text"]
-        msg.text += "".join(parts)
+    def _session_status(self, channel: str, thread_ts: str, status: str) -> AgentSession:
+        session = self.agent_sessions.get((channel, thread_ts))
+        if session is None:
+            session = self.agent_sessions[(channel, thread_ts)] = AgentSession(status)
+        session.status = status
+        session.history.append(status)
+        return session
+
+    def set_session_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        """agents.sessions.setStatus: creates the session on first use (title and initiator
+        count then only), then moves it between active/processing/suspended/closed."""
+        _require(args, "channel_id", "thread_ts", "status")
+        status = str(args["status"])
+        if status not in SESSION_STATUSES:
+            raise ApiError("invalid_arguments")
+        channel = self._check_channel(str(args["channel_id"]))
+        key = (channel, str(args["thread_ts"]))
+        new = key not in self.agent_sessions
+        session = self._session_status(*key, status)
+        if new:
+            session.title = str(args.get("title") or "") or None
+            session.initiator_user_id = str(args.get("initiator_user_id") or "") or None
+        return {}
+
+    def _absorb(self, msg: StoredMessage, content: StreamContent) -> None:
+        """Lock the stream's content mode (or refuse a call of the other mode, which breaks the
+        stream), then add the text and merge the chunks into the message."""
+        mode = content.mode
+        if mode is not None and msg.stream_mode not in (None, mode):
+            msg.stream_state = "broken"
+            raise ApiError("streaming_mode_mismatch")
+        msg.stream_mode = msg.stream_mode or mode
+        msg.text += content.text
+        for chunk in content.chunks:
+            if chunk["type"] == "markdown_text":
+                continue
+            msg.chunks.append(chunk)
+            if chunk["type"] == "task_update":
+                fields = {k: v for k, v in chunk.items() if k != "type"}
+                msg.tasks[chunk["id"]] = {**msg.tasks.get(chunk["id"], {}), **fields}
+            elif chunk["type"] == "plan_update":
+                msg.plan_title = chunk["title"]
+            else:
+                msg.blocks = (msg.blocks or []) + chunk["blocks"]
 
     def start_stream(self, args: dict[str, Any]) -> dict[str, Any]:
         _require(args, "channel", "thread_ts")
-        channel = str(args["channel"])
+        display_mode = args.get("task_display_mode")
+        if display_mode is not None and display_mode not in TASK_DISPLAY_MODES:
+            raise ApiError("invalid_arguments")
+        content = _stream_content(args)
+        channel = self._check_channel(str(args["channel"]))
         if not self.config.streaming_enabled:
             raise ApiError("channel_type_not_supported")
         if self.channel_type(channel) != "im":
@@ -389,34 +574,55 @@ class WebApi:
             thread_ts=str(args["thread_ts"]),
             stream_state="streaming",
             stream_started=time.monotonic(),
+            task_display_mode=display_mode,
         )
-        self._absorb_stream_input(msg, args)
+        self._absorb(msg, content)
         self.store.add(msg)
         self._replied(channel, msg.thread_ts)
         return {"channel": channel, "ts": msg.ts}
 
-    def _streaming_message(self, args: dict[str, Any]) -> StoredMessage:
+    def _streaming_message(self, args: dict[str, Any]) -> tuple[StoredMessage, StreamContent]:
         _require(args, "channel", "ts")
+        if "task_display_mode" in args:  # chosen at chat.startStream only
+            raise ApiError("invalid_arguments")
+        content = _stream_content(args)
         msg = self._bot_message(args)
-        expired = time.monotonic() - msg.stream_started > self.config.stream_ttl
-        if msg.stream_state != "streaming" or expired:
+        if not self._stream_open(msg):
             raise ApiError("message_not_in_streaming_state")
-        return msg
+        return msg, content
 
     def append_stream(self, args: dict[str, Any]) -> dict[str, Any]:
-        msg = self._streaming_message(args)
-        self._absorb_stream_input(msg, args)
+        msg, content = self._streaming_message(args)
+        self._absorb(msg, content)
         msg.edits.append((time.monotonic(), msg.text))
         return {"channel": msg.channel, "ts": msg.ts}
 
     def stop_stream(self, args: dict[str, Any]) -> dict[str, Any]:
-        msg = self._streaming_message(args)
-        self._absorb_stream_input(msg, args)
+        session_status = args.get("session_status")
+        if session_status is not None and session_status not in SESSION_STATUSES:
+            raise ApiError("invalid_arguments")
+        msg, content = self._streaming_message(args)
+        self._absorb(msg, content)
         if args.get("blocks") is not None:
             msg.blocks = args["blocks"]
         msg.stream_state = "stopped"
         msg.edits.append((time.monotonic(), msg.text))
+        if session_status is not None:
+            msg.session_status = session_status
+            self._session_status(msg.channel, msg.thread_ts or "", session_status)
         return {"channel": msg.channel, "ts": msg.ts, "message": msg.to_api(self.ws.team_id)}
+
+    def stop_streams_in(
+        self, channel: str, thread_ts: str, ts: list[str] | None = None
+    ) -> list[str]:
+        """What a user's Stop click does to the app's open streams in a thread (all of them,
+        or those in ``ts``): Slack stops them itself. Returns the ts of those it stopped."""
+        stopped = []
+        for msg in self.store.thread(channel, thread_ts):
+            if msg.is_bot and (ts is None or msg.ts in ts) and self._stream_open(msg):
+                msg.stream_state = "stopped"
+                stopped.append(msg.ts)
+        return stopped
 
     # --- files (the external upload flow; files.upload is retired) ----------------------------
 
@@ -455,6 +661,8 @@ class WebApi:
         thread_ts = str(args.get("thread_ts") or "") or None
         if thread_ts and (not channel or "," in channel):
             raise ApiError("invalid_arguments")  # a thread needs exactly one channel
+        for one in filter(None, channel.split(",")):
+            self._check_channel(one)
         for entry, stored in zip(wanted, files, strict=True):
             stored.title = str(entry.get("title") or stored.filename)
         shown = [f.to_api(self.ws.bot_user_id) for f in files]

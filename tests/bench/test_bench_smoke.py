@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.config import quick
+from bench.measure import CLASSIC
 from bench.run import run_bench
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,10 +44,25 @@ EXPECTED_FIGURES = LATENCY_FIGURES | {
     "replicas_takeover",
     "replicas_db_ms",
 }
+FIRST_WORDS_FIGURES = {
+    f"{config}_{figure}"
+    for config in ("first_words", "first_words_classic")
+    for figure in (
+        "first_text_p50",
+        "first_text_p90",
+        "first_text_p99",
+        "first_text_max",
+        "exact",
+        "429",
+        "notices",
+        "delivery",
+    )
+}
+EXPECTED_FIGURES |= FIRST_WORDS_FIGURES
 
 
 async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
-    """A tiny run of all four phases answers every question and reports a value for each figure."""
+    """A tiny run of every phase answers every question and reports a value for each figure."""
     cfg = quick().replace(
         latency_answers=3,
         answers=6,
@@ -55,6 +71,7 @@ async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
         chaos_answers=8,
         replicas_answers=6,
         replicas_kill_answers=6,
+        first_words_answers=4,
     )
     report = await run_bench(cfg, tmp_path)
     by_key = {f.key: f for f in report.figures}
@@ -66,6 +83,11 @@ async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
         if name != "chaos":  # chaos runs fail on purpose; none may be lost
             assert all(o.run_status == "completed" for o in result.outcomes), name
     assert by_key["chaos_lost"].value == 0, report.to_json()["phases"]["chaos"]["chaos"]
+    # first-words runs twice: the default configuration streams natively, the classic one never
+    default, classic = report.results["first-words"], report.results["first-words-classic"]
+    assert default.asked == classic.asked == 4
+    assert any(o.delivery != CLASSIC for o in default.outcomes), default.outcomes
+    assert all(o.delivery == CLASSIC for o in classic.outcomes), classic.outcomes
     replicas = report.to_json()["phases"]["replicas"]
     assert by_key["replicas_kill_exact"].passed, replicas  # every answer finished after SIGKILL
     document = report.to_json()

@@ -134,6 +134,20 @@ def test_manifest_has_the_sections_slack_requires(path: Path) -> None:
     assert "user" not in m["oauth_config"]["scopes"]  # powabot acts as its bot only
 
 
+@MANIFESTS
+def test_manifest_opens_the_bots_dm_as_an_agent(path: Path) -> None:
+    """Agent view is on (Slack's default since mid-2026) with the DM's Messages tab writable, and
+    the legacy assistant view is not declared beside it (Slack switches an app from one to the
+    other)."""
+    features = _manifest(path)["features"]
+    description = features["agent_view"]["agent_description"]
+    assert isinstance(description, str) and 0 < len(description.strip()) <= 140
+    assert "assistant_view" not in features
+    home = features["app_home"]
+    assert home["messages_tab_enabled"] is True
+    assert home["messages_tab_read_only_enabled"] is False
+
+
 def test_socket_mode_manifest_needs_no_public_url() -> None:
     """The Socket Mode manifest enables Socket Mode and points Slack at no URL."""
     settings = _manifest(SOCKET)["settings"]
@@ -171,7 +185,8 @@ def test_every_event_a_listener_handles_is_declared_and_nothing_more() -> None:
     handled = {
         arg for source in _code().values() for kind, arg in listeners(source) if kind == "event"
     }
-    assert {"app_mention", "message"} <= handled  # the scan sees the listeners of listeners.py
+    # the scan sees the listeners of listeners.py and assistant.py
+    assert {"app_mention", "message", "app_home_opened", "agent_session_stopped"} <= handled
     assert handled == set(scopes.SUBSCRIPTIONS)
     for event, subscriptions in scopes.SUBSCRIPTIONS.items():
         assert all(s == event or s.startswith(f"{event}.") for s in subscriptions), event

@@ -37,7 +37,9 @@ async def test_a_429_storm_longer_than_the_retry_count_still_delivers_the_final_
 async def test_a_refused_placeholder_does_not_cost_the_answer(
     slack: Any, powabase: Any, bot: Powabot
 ) -> None:
-    """The placeholder post fails outright; the complete answer is posted at the end."""
+    """Slack refuses the thread status, then the placeholder post falls back on fails outright;
+    the complete answer is posted at the end."""
+    slack.inject("assistant.threads.setStatus", error="missing_scope")
     slack.inject("chat.postMessage", status=200, body={"ok": False, "error": "no_text"}, times=1)
     msg = await ask(slack, bot, "D0NOPH", "Which plans include SSO?")
     replies = bot_replies(slack, "D0NOPH", msg.ts)

@@ -2,146 +2,40 @@
 
 Each test drives one `NativeAnswerStream` through the real `Publisher` and slack_sdk client against
 the Slack stand-in over a real socket, then checks what the user ends up seeing and how many calls
-(or budget checks) it took.
+(or budget checks) it took. The stream opens with its first content (a task card or answer text):
+the faults of intermediate appends are injected once it is open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render import render_answer, status_text
 from bot.render.answer import EMPTY_ANSWER
-from bot.slack.budget import Budgets, TokenBucket
+from bot.slack.budget import Budgets
 from bot.slack.calls import BACKOFF
 from bot.slack.native import START_BURST, NativeAnswerStream
-from bot.slack.publisher import Publisher
-from bot.state import Activity, ActivityKind, AnswerState, ErrorKind, Phase
-from sandbox.slack import ApiCall, RateLimits, SlackStandin, StoredMessage
+from bot.state import AnswerState, ErrorKind, Phase
+from sandbox.slack import RateLimits, SlackStandin
 from tests.conftest import running_bot
+from tests.e2e.native_answers import (
+    ALICE,
+    ANSWER,
+    SpyBudgets,
+    appended_texts,
+    appends,
+    chunks_of,
+    expected,
+    ok,
+    open_answer,
+    publisher_for,
+)
 
-ALICE = "U0ALICE"
-ANSWER = "The refund window for an annual Pro plan is 30 days from the purchase date."
-
-
-class CountingBucket(TokenBucket):
-    """A real token bucket that also counts how often `try_take` said yes and no."""
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        super().__init__(rate, capacity)
-        self.granted = 0
-        self.refused = 0
-
-    def try_take(self, reserve: float = 0.0) -> bool:
-        taken = super().try_take(reserve)
-        if taken:
-            self.granted += 1
-        else:
-            self.refused += 1
-        return taken
-
-
-@dataclass
-class SpyBudgets(Budgets):
-    """Budgets whose named buckets (chat.*Stream) count refusals.
-
-    The append bucket's rate and capacity can be overridden; `speedup` refills every named
-    bucket that many times faster (bursts unchanged), to match a stand-in sped up alike.
-    """
-
-    append_rate: float | None = None
-    append_capacity: float | None = None
-    speedup: float = 1.0
-    counting: dict[str, CountingBucket] = field(default_factory=dict)
-
-    def bucket(self, name: str, rate: float, capacity: float) -> TokenBucket:
-        found = self.counting.get(name)
-        if found is None:
-            if name.startswith("append:"):
-                rate = self.append_rate or rate
-                capacity = self.append_capacity or capacity
-            found = CountingBucket(rate * self.speedup, capacity)
-            self.counting[name] = found
-        return found
-
-    @property
-    def appends(self) -> CountingBucket:
-        (bucket,) = [b for name, b in self.counting.items() if name.startswith("append:")]
-        return bucket
-
-
-@dataclass
-class Answer:
-    slack: SlackStandin
-    stream: NativeAnswerStream
-    state: AnswerState
-    channel: str
-    thread_ts: str
-
-    @property
-    def message(self) -> StoredMessage:
-        assert self.stream.ts is not None
-        return self.slack.message(self.channel, self.stream.ts)
-
-    def replies(self) -> list[StoredMessage]:
-        return [m for m in self.slack.thread(self.channel, self.thread_ts) if m.is_bot]
-
-    async def say(self, text: str) -> None:
-        """Answer text arrives mid-stream; wait until Slack shows it (held back to a word)."""
-        self.state.text = text
-        self.state.phase = Phase.STREAMING
-        self.state.activity = None
-        self.stream.update()
-        shown = text[: max(text.rfind(" "), text.rfind("\n")) + 1].rstrip()
-        await self.slack.wait_for(lambda: self.message.text.rstrip() == shown, timeout=5)
-
-    async def done(self, text: str) -> None:
-        self.state.text = text
-        self.state.phase = Phase.DONE
-        self.state.activity = None
-        self.stream.update()
-        await self.stream.finish()
-
-
-async def open_answer(slack: SlackStandin, channel: str, budgets: Budgets | None = None) -> Answer:
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
-    publisher = Publisher(client, budgets or Budgets(), min_interval=0.01, native_streaming=True)
-    question = "How long is the refund window?"
-    asked = await slack.user_says(user=ALICE, text=question, channel=channel)
-    stream = publisher.open(
-        slack.workspace.team_id, channel, asked.ts, user_id=ALICE, channel_type="im"
-    )
-    assert isinstance(stream, NativeAnswerStream)
-    state = AnswerState(question=question)
-    state.phase = Phase.WORKING
-    state.activity = Activity(ActivityKind.THINKING)
-    await stream.start(state)
-    return Answer(slack, stream, state, channel, asked.ts)
-
-
-def appends(slack: SlackStandin) -> list[ApiCall]:
-    return slack.calls_to("chat.appendStream")
-
-
-def ok(calls: list[ApiCall]) -> list[ApiCall]:
-    return [c for c in calls if c.error is None]
-
-
-def appended_texts(call: ApiCall) -> list[str]:
-    texts = [str(call.args.get("markdown_text") or "")]
-    texts += [str(c.get("text", "")) for c in call.args.get("chunks") or []]
-    return [t for t in texts if t]
-
-
-def expected(state: AnswerState) -> str:
-    (message,) = render_answer(state)
-    return message.text
+OPENING = "The refund "  # the first words: they open the stream (chat.startStream)
 
 
 async def test_an_empty_append_budget_is_waited_for_not_spun_on(slack: SlackStandin) -> None:
@@ -149,7 +43,7 @@ async def test_an_empty_append_budget_is_waited_for_not_spun_on(slack: SlackStan
     budgets = SpyBudgets(append_rate=5.0, append_capacity=1.0)  # one append per 0.2 s, no burst
     answer = await open_answer(slack, "D0BUDGET", budgets)
     words = ANSWER.split(" ")
-    for end in (4, 8, 12):
+    for end in (2, 4, 8, 12):
         await answer.say(" ".join(words[:end]) + " ")
     await answer.done(ANSWER)
     bucket = budgets.appends
@@ -165,6 +59,7 @@ async def test_a_429_on_append_is_waited_out_without_spinning(slack: SlackStandi
     """A 429 with Retry-After pauses appends for that long; the budget is not polled meanwhile."""
     budgets = SpyBudgets()
     answer = await open_answer(slack, "D0RL429", budgets)
+    await answer.say(OPENING)
     slack.inject("chat.appendStream", status=429, headers={"Retry-After": "1"}, times=1)
     await answer.say("The refund window for an annual Pro plan ")
     await answer.done(ANSWER)
@@ -174,23 +69,27 @@ async def test_a_429_on_append_is_waited_out_without_spinning(slack: SlackStandi
     assert slack.calls_to("chat.update") == []
 
 
-async def test_a_status_card_refused_by_a_ratelimit_is_sent_again(slack: SlackStandin) -> None:
+async def test_a_task_card_refused_by_a_ratelimit_is_sent_again(slack: SlackStandin) -> None:
     """A task_update lost to `ratelimited` is not recorded as shown: the retry carries it."""
     answer = await open_answer(slack, "D0CARD", SpyBudgets())
+    n = answer.delegate(at=100.0)
+    await slack.wait_for(lambda: answer.tasks().get(f"task-{n}", {}).get("status") == "in_progress")
     slack.inject("chat.appendStream", body={"ok": False, "error": "ratelimited"}, times=1)
-    answer.state.activity = Activity(ActivityKind.DELEGATING, agent="billing")
-    title = status_text(answer.state)
-    answer.stream.update()
+    answer.delegation_done(n, at=102.1)
     await slack.wait_for(lambda: bool(ok(appends(slack))), timeout=5)
-    first_ok = ok(appends(slack))[0]
-    assert [c.get("title") for c in first_ok.args.get("chunks", [])] == [title]
+    refused, first_ok = appends(slack)[0], ok(appends(slack))[0]
+    assert refused.error == "ratelimited"
+    assert chunks_of(first_ok, "task_update") == chunks_of(refused, "task_update")
+    assert answer.tasks()["task-1"]["status"] == "complete"
     await answer.done(ANSWER)
-    assert any(c.get("title") == title for c in answer.message.chunks)
+    assert answer.tasks()["task-1"]["output"] == "Done in 2.1 s (1 search)."
+    assert answer.message.text == ANSWER
 
 
 async def test_transient_append_errors_are_retried_after_a_backoff(slack: SlackStandin) -> None:
     """Two 503s on appendStream are retried with a pause in between, and no fallback happens."""
     answer = await open_answer(slack, "D0FLAKY")
+    await answer.say(OPENING)
     slack.inject("chat.appendStream", status=503, times=2)
     await answer.say("The refund window for an annual Pro plan ")
     await answer.done(ANSWER)
@@ -208,10 +107,9 @@ async def test_a_refused_append_mid_answer_falls_back_to_editing_the_same_messag
 ) -> None:
     """appendStream refused mid-answer: the stream is stopped, then edited to the full answer."""
     answer = await open_answer(slack, "D0REFUSE")
+    await answer.say(OPENING)
     slack.inject("chat.appendStream", body={"ok": False, "error": error}, times=50)
-    answer.state.text = "The refund window for an annual Pro plan "
-    answer.state.phase = Phase.STREAMING
-    answer.stream.update()
+    answer.write("The refund window for an annual Pro plan ")
     await slack.wait_for(lambda: bool(slack.calls_to("chat.update")), timeout=5)
     await answer.done(ANSWER)
     (reply,) = answer.replies()
@@ -228,6 +126,7 @@ async def test_a_refused_final_append_stops_the_stream_and_edits_in_the_answer(
 ) -> None:
     """appendStream refused for the final text: no message is left streaming or half-written."""
     answer = await open_answer(slack, "D0REFUSE2")
+    await answer.say(OPENING)
     slack.inject("chat.appendStream", body={"ok": False, "error": "not_allowed"}, times=50)
     await answer.done(ANSWER)
     (reply,) = answer.replies()
@@ -240,18 +139,36 @@ async def test_an_unstoppable_stream_still_gets_the_answer_to_the_user(
 ) -> None:
     """stopStream refused, so the message cannot be edited: the answer is posted in the thread."""
     answer = await open_answer(slack, "D0NOSTOP")
+    await answer.say(OPENING)
     slack.inject("chat.stopStream", body={"ok": False, "error": "not_allowed"}, times=50)
     await answer.done(ANSWER)
     assert answer.replies()[-1].text == expected(answer.state)
 
 
 async def test_an_empty_final_answer_still_shows_the_empty_notice(slack: SlackStandin) -> None:
-    """A run that completes with no text ends the stream with the 'couldn't answer' notice."""
+    """A run that completes with no text (nothing streamed yet) shows the 'couldn't answer'
+    notice as one message: no stream is opened for it."""
     answer = await open_answer(slack, "D0EMPTY")
     await answer.done("")
     (reply,) = answer.replies()
     assert reply.text.strip() == EMPTY_ANSWER
+    assert reply.stream_state is None
+    assert slack.calls_to("chat.startStream") == [] and slack.calls_to("chat.update") == []
+
+
+async def test_an_empty_answer_after_a_task_card_ends_the_stream_with_the_notice(
+    slack: SlackStandin,
+) -> None:
+    """A stream opened for a specialist's card and ending with no text stops with the notice."""
+    answer = await open_answer(slack, "D0EMPTY2")
+    n = answer.delegate(at=100.0)
+    await slack.wait_for(lambda: f"task-{n}" in answer.tasks())
+    answer.delegation_done(n, at=101.0)
+    await answer.done("")
+    (reply,) = answer.replies()
+    assert reply.text.strip() == EMPTY_ANSWER
     assert reply.stream_state == "stopped"
+    assert answer.tasks()["task-1"]["status"] == "complete"
     assert slack.calls_to("chat.update") == []
 
 
@@ -292,10 +209,13 @@ async def test_answers_finishing_together_do_not_hold_up_other_answers_appends()
         # More answers finish together than Slack's stopStream burst allows at once.
         finishing = []
         for i in range(tiers.stop_burst + 1):
+            answer = await open_answer(slack, f"D0DONE{i}", budgets)
             await slack.wait_for(start_slot_free, timeout=5)
-            finishing.append(await open_answer(slack, f"D0DONE{i}", budgets))
-        await slack.wait_for(start_slot_free, timeout=5)
+            await answer.say(OPENING)  # opens the stream
+            finishing.append(answer)
         streaming = await open_answer(slack, "D0STILL", budgets)
+        await slack.wait_for(start_slot_free, timeout=5)
+        await streaming.say(OPENING)
         for answer in [*finishing, streaming]:
             await answer.say("The refund window for an annual Pro plan ")
         done = [asyncio.create_task(answer.done(ANSWER)) for answer in finishing]
@@ -322,24 +242,16 @@ async def test_answers_finishing_together_do_not_hold_up_other_answers_appends()
 async def test_a_start_without_a_stream_still_posts_the_final_answer(slack: SlackStandin) -> None:
     """startStream answering ok without a ts leaves no stream; finish() still posts the answer."""
     slack.inject("chat.startStream", body={"ok": True})
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
-    publisher = Publisher(client, Budgets(), min_interval=0.01, native_streaming=True)
-    question = "How long is the refund window?"
-    asked = await slack.user_says(user=ALICE, text=question, channel="D0BAD")
-    stream = publisher.open(
-        slack.workspace.team_id, "D0BAD", asked.ts, user_id=ALICE, channel_type="im"
-    )
-    state = AnswerState(question=question)
-    state.phase = Phase.WORKING
-    with contextlib.suppress(Exception):  # the conversation logs a failed start and answers on
-        await stream.start(state)
-    assert stream.ts is None
+    answer = await open_answer(slack, "D0BAD")
+    answer.write(OPENING)
+    await slack.wait_for(lambda: bool(slack.calls_to("chat.startStream")), timeout=5)
+    state = answer.state
     state.text, state.phase = ANSWER, Phase.DONE
-    stream.update()
-    await stream.finish()
-    replies = [m for m in slack.thread("D0BAD", asked.ts) if m.is_bot]
-    assert [m.text for m in replies] == [expected(state)]
-    assert all(m.stream_state != "streaming" for m in replies)
+    answer.stream.update()
+    await answer.stream.finish()
+    assert answer.stream.ts is None
+    assert [m.text for m in answer.replies()] == [expected(state)]
+    assert all(m.stream_state != "streaming" for m in answer.replies())
 
 
 async def test_a_dm_whose_stream_never_opened_still_gets_its_answer(
@@ -357,44 +269,50 @@ async def test_a_dm_whose_stream_never_opened_still_gets_its_answer(
     answer_words = [w for w in powabase.runs[-1].answer.split() if w.isalpha()][:20]
     assert answer_words and replies
     assert all(w in replies[0].text for w in answer_words)
+    assert all(m.stream_state != "streaming" for m in replies)
 
 
-async def test_a_burst_of_dms_beyond_the_stream_budget_gets_placeholders_at_once(
+async def test_a_burst_of_dms_beyond_the_stream_budget_shows_text_at_once(
     slack: SlackStandin,
 ) -> None:
-    """More DMs at once than startStream's burst: the rest open as classic messages right away
-    instead of queueing for a stream slot, and every DM shows a reply."""
-    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
-    publisher = Publisher(client, Budgets(), min_interval=0.01, native_streaming=True)
-    asked = [
-        await slack.user_says(user=ALICE, text="Refund window?", channel=f"D0BURST{i}")
-        for i in range(6)
-    ]
-    streams = [
-        publisher.open(slack.workspace.team_id, a.channel, a.ts, user_id=ALICE, channel_type="im")
-        for a in asked
-    ]
-    await asyncio.gather(*(s.start(AnswerState(question="Refund window?")) for s in streams))
-    for a in asked:
-        assert [m for m in slack.thread(a.channel, a.ts) if m.is_bot], a.channel
+    """More DMs get their first words at once than startStream's burst allows: the rest open as
+    classic messages right away instead of queueing for a stream slot, and every DM finishes."""
+    publisher = publisher_for(slack)
+    answers = [await open_answer(slack, f"D0BURST{i}", publisher=publisher) for i in range(6)]
+    for answer in answers:
+        answer.write(ANSWER + " ")
+    for answer in answers:  # within a second or two, not Tier 2's minutes
+        await slack.wait_for(lambda a=answer: bool(a.replies()), timeout=2)  # type: ignore[misc]
     started = len(slack.calls_to("chat.startStream"))
     assert started == int(START_BURST)  # the rest are classic posts
     assert len(slack.calls_to("chat.postMessage")) == 6 - started
-    for s in streams:
-        await s.finish()
+    for answer in answers:
+        await answer.done(ANSWER)
+        (reply,) = answer.replies()
+        assert reply.text.rstrip() == ANSWER
+        assert reply.stream_state != "streaming"
 
 
-async def test_a_rate_limited_start_opens_a_classic_message_at_once(slack: SlackStandin) -> None:
-    """startStream answering 429 is not waited out: the placeholder is posted classically."""
-    slack.inject("chat.startStream", status=429, headers={"Retry-After": "30"})
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 429, "headers": {"Retry-After": "30"}}, {"status": 503}],
+    ids=["429", "503"],
+)
+async def test_a_rate_limited_start_opens_a_classic_message_at_once(
+    slack: SlackStandin, fault: dict[str, Any]
+) -> None:
+    """startStream answering 429 (or 5xx) is not waited out or retried: the first words are
+    posted classically."""
+    slack.inject("chat.startStream", **fault)
     answer = await open_answer(slack, "D0START429")
+    answer.write(OPENING)
+    await slack.wait_for(lambda: bool(answer.replies()), timeout=2)
     assert answer.stream.ts is None  # no stream; the classic message stands in
     assert len(slack.calls_to("chat.startStream")) == 1
-    assert len(answer.replies()) == 1
     await answer.done(ANSWER)
     (reply,) = answer.replies()
     assert reply.text == expected(answer.state)
-    assert reply.stream_state != "streaming"
+    assert reply.stream_state is None
 
 
 async def test_a_refused_closing_stop_is_retried_bare_and_the_answer_shows_once(
@@ -429,3 +347,25 @@ async def test_a_shutdown_cancelling_an_answer_mid_stop_still_stops_the_stream(
     await answer.stream.p.settle(10.0)
     assert answer.message.stream_state == "stopped"
     assert answer.message.text.rstrip() == ANSWER
+
+
+async def test_a_refused_status_falls_back_to_a_classic_placeholder(slack: SlackStandin) -> None:
+    """setStatus refused at the start: a classic placeholder shows instead, and the answer ends
+    in that same message."""
+    slack.inject("assistant.threads.setStatus", error="not_allowed", times=5)
+    publisher = publisher_for(slack, Budgets())
+    asked = await slack.user_says(user=ALICE, text="Refund window?", channel="D0NOSTATUS")
+    stream = publisher.open(
+        slack.workspace.team_id, "D0NOSTATUS", asked.ts, user_id=ALICE, channel_type="im"
+    )
+    assert isinstance(stream, NativeAnswerStream)
+    state = AnswerState(question="Refund window?", phase=Phase.WORKING)
+    placeholder = await stream.start(state)
+    assert placeholder is not None
+    state.text, state.phase = ANSWER, Phase.DONE
+    stream.update()
+    await stream.finish()
+    replies = [m for m in slack.thread("D0NOSTATUS", asked.ts) if m.is_bot]
+    assert [m.ts for m in replies] == [placeholder]
+    assert replies[0].text == expected(state)
+    assert slack.calls_to("chat.startStream") == []

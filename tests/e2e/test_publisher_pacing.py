@@ -66,6 +66,9 @@ async def test_transient_slack_errors_are_retried_for_the_final_edit(slack: Any)
     stream = publisher.classic(slack.workspace.team_id, "D0FLAKY", thread.ts)
     state = AnswerState(question="Which plans include SSO?")
     await stream.start(state)
+    state.text, state.phase = "SSO comes ", Phase.STREAMING
+    stream.update()  # the first words are posted
+    await slack.wait_for(lambda: bool(slack.bot_messages("D0FLAKY")))
     slack.inject("chat.update", status=503, times=2)  # only the final edit is left to meet them
     state.text, state.phase = "SSO comes with the Enterprise plan.", Phase.DONE
     await stream.finish()
@@ -76,8 +79,8 @@ async def test_transient_slack_errors_are_retried_for_the_final_edit(slack: Any)
 async def test_stalled_stream_shows_still_working(
     slack: Any, powabase: Any, tmp_path: Path
 ) -> None:
-    """When Powabase goes quiet, the placeholder gently says it is still working."""
-    powabase.inject_run_fault("delay", delay=1.5)
+    """When Powabase goes quiet mid-answer, the message gently says it is still working."""
+    powabase.inject_run_fault("stall", after_deltas=3, delay=1.5)
     async with running_bot(slack, powabase, tmp_path, POWABOT_STALL_NOTICE_AFTER=0.3) as bot:
         msg = await ask(slack, bot, "D0SLOW", "How do refunds work?")
     answer = answer_message(slack, "D0SLOW", msg.ts)
@@ -134,10 +137,12 @@ async def test_two_concurrent_answers_share_one_workspace_budget_without_429(
 async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
     slack: Any,
 ) -> None:
-    """With the workspace budget low, progress-only edits wait; the first answer text goes now.
+    """With the workspace budget low, progress-only edits of a placeholder wait; the first
+    answer text goes now.
 
-    The bucket's clock stands still here, so it never refills: a progress edit refused for
-    budget would wait for good; the first words must not wait with it.
+    Slack refuses the thread status here, so progress shows on a placeholder message. The
+    bucket's clock stands still, so it never refills: a progress edit refused for budget would
+    wait for good; the first words must not wait with it.
     """
     from bot.slack.publisher import AnswerStream
     from bot.state import Activity, ActivityKind
@@ -157,7 +162,8 @@ async def test_first_words_are_not_kept_waiting_behind_a_refused_progress_edit(
     thread = await slack.user_says(user=ALICE, text="How do refunds work?", channel="D0FIRST")
     stream = AnswerStream(publisher, slack.workspace.team_id, "D0FIRST", thread.ts)
     state = AnswerState(question="How do refunds work?")
-    await stream.start(state)
+    slack.inject("assistant.threads.setStatus", error="missing_scope")
+    assert await stream.start(state) is not None  # the placeholder
 
     def shown() -> str:
         return next(m for m in slack.thread("D0FIRST", thread.ts) if m.is_bot).text
@@ -224,8 +230,8 @@ async def test_a_429_storm_on_a_final_write_is_waited_out_until_the_deadline(
 
 
 async def test_edits_of_one_message_are_paced_on_the_injected_clock(slack: Any) -> None:
-    """Edits of one message keep `min_interval` apart on the publisher's clock (a quarter of
-    it for the first words): with a fake clock, 5-second pacing costs no real waiting."""
+    """The first words are posted at once, then the edits of that message keep `min_interval`
+    apart on the publisher's clock: with a fake clock, 5-second pacing costs no real waiting."""
     clock = FakeClock()
     at: dict[int, float] = {}
     slack.on_call.append(lambda call: at.setdefault(id(call), clock.now))
@@ -242,16 +248,22 @@ async def test_edits_of_one_message_are_paced_on_the_injected_clock(slack: Any) 
     await stream.start(state)
     state.phase = Phase.STREAMING
     words = "Refunds for annual plans are issued within thirty days".split()
+
+    def writes() -> list[Any]:
+        return slack.calls_to("chat.postMessage") + slack.calls_to("chat.update")
+
     for count in range(1, len(words) + 1):
-        edits = len(slack.calls_to("chat.update"))
+        done = len(writes())
         state.text = " ".join(words[:count]) + " "
         stream.update()
-        await slack.wait_for(lambda n=edits: len(slack.calls_to("chat.update")) > n, timeout=5)
+        await slack.wait_for(lambda n=done: len(writes()) > n, timeout=5)
     state.phase = Phase.DONE
     await stream.finish()
-    stamps = [at[id(c)] for c in slack.calls_to("chat.update")]
+    (posted,) = slack.calls_to("chat.postMessage")
+    assert posted.args["text"].startswith("Refunds")  # the first word, posted
+    stamps = [at[id(c)] for c in writes()]
     gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
     assert len(stamps) == len(words) + 1  # every word, then the final edit
-    assert all(gap >= 5.0 for gap in gaps)  # the first edit (first words) may come at once
+    assert all(gap >= 5.0 for gap in gaps)
     assert time.monotonic() - started < 5.0  # nine edits 5 s apart would take 40 s for real
     assert answer_message(slack, "D0PACE", thread.ts).text == expected_text(state.text)

@@ -32,7 +32,8 @@ def is_trace(message: Any) -> bool:
 async def test_dm_is_answered_in_a_thread_with_progressive_edits(
     slack: Any, powabase: Any, bot: Powabot
 ) -> None:
-    """A DM gets a placeholder, edits as text streams, and a final answer in its thread."""
+    """A DM gets a status at once, its first words as a post, edits as text streams, and a
+    final answer in its thread."""
     powabase.context.delta_delay = 0.02  # an answer that takes about a second to stream
     msg = await ask_and_wait(
         slack, bot, user=ALICE, text="What is the refund window for an annual Pro plan?", channel=DM
@@ -42,11 +43,17 @@ async def test_dm_is_answered_in_a_thread_with_progressive_edits(
     answer = replies[0]
     run = powabase.runs[-1]
     assert run.delegated_to == "billing-agent"
-    # the placeholder came first and said something before any answer text existed
+    # the thread's status said something first, before any answer text existed
+    first_status = next(
+        c for c in slack.calls_to("assistant.threads.setStatus") if c.args["thread_ts"] == msg.ts
+    )
     first_post = next(
         c for c in slack.calls_to("chat.postMessage") if c.args["thread_ts"] == msg.ts
     )
-    assert first_post.args["text"] and first_post.args["text"] not in run.answer
+    assert first_status.t < first_post.t and first_status.args["loading_messages"][0]
+    # the first post carried the first words of the answer
+    first_word = next(w for w in run.answer.split() if w.isalpha())
+    assert first_word in first_post.args["text"]
     # edited progressively, paced by time: more than one edit, far fewer than deltas
     deltas = sum(1 for p in run.event_payloads if p.get("event") == "content_delta")
     assert 2 <= len(answer.edits) < deltas
@@ -145,7 +152,7 @@ async def test_own_messages_bots_and_edits_are_ignored(
     probe = await ask_and_wait(
         slack, bot, user=ALICE, text="How do I reset my API key?", channel=DM
     )
-    # The probe's own placeholder/answer are echoed back as bot messages too, and ignored.
+    # The probe's own answer is echoed back as bot messages too, and ignored.
     assert len(powabase.runs) == 1
     assert powabase.runs[0].message == "How do I reset my API key?"
     assert bot_replies(slack, DM, probe.ts)
@@ -269,7 +276,7 @@ async def test_trace_falls_back_to_attachments_when_blocks_are_refused(
 
     def refuse_next_post(call: Any) -> None:
         if call.method == "chat.postMessage" and not armed:
-            armed.append(True)  # the placeholder went through; refuse the next post (the trace)
+            armed.append(True)  # the answer was posted; refuse the next post (the trace)
             slack.inject("chat.postMessage", body={"ok": False, "error": "invalid_blocks"})
 
     slack.on_call.append(refuse_next_post)

@@ -114,7 +114,7 @@ async def test_all_green_lists_every_check_and_exits_0(d: Doctor) -> None:
     lines = out.splitlines()
     assert [line[2:].split(":")[0] for line in lines[:-1]] == list(LABELS)
     assert line_of(out, "bot token") == "✓ bot token: powabot (UBOT) in Stand-in Workspace (T0TEAM)"
-    assert line_of(out, "scopes").startswith("✓ scopes: all 6 granted")
+    assert line_of(out, "scopes").startswith("✓ scopes: all 7 granted")
     assert line_of(out, "app token").startswith("✓ app token: Socket Mode")
     assert line_of(out, "signing secret") == "– signing secret: not used in Socket Mode"
     assert line_of(out, "orchestration").endswith(" with 3 entities")

@@ -286,7 +286,8 @@ async def test_native_streaming_never_shows_a_deceptive_link(
     assert slack.calls_to("chat.startStream") and not slack.calls_to("chat.update")
     (reply,) = [m for m in bot_replies(slack, DM, msg.ts) if not is_trace(m)]
     answer = powabase.runs[-1].answer
-    assert reply.text == safe_markdown(answer)
+    shown = reply.text.split("\n\n**Sources:**")[0]  # the sources line follows
+    assert shown.rstrip() == safe_markdown(answer).rstrip()
     assert f"[https://billing.powabase.ai/reset]{ZW}(https://evil.example/steal)" in reply.text
     assert f"<{ZW}https://evil.example/steal|billing.powabase.ai>" in reply.text
     for _, shown in reply.edits:
@@ -345,6 +346,7 @@ async def test_a_huge_native_answer_is_capped_too(
     (reply, shared) = [m for m in bot_replies(slack, DM, msg.ts) if not is_trace(m)]
     answer = powabase.runs[-1].answer
     assert the_full_answer_file(slack, shared) == answer[:MAX_TEXT_CHARS]
-    assert reply.text == safe_markdown(answer)
-    assert reply.text.rstrip().endswith(TRUNCATED) and len(reply.text) < 20_000
+    shown = reply.text.split("\n\n**Sources:**")[0]  # the sources line follows
+    assert shown.rstrip() == safe_markdown(answer).rstrip()
+    assert shown.rstrip().endswith(TRUNCATED) and len(reply.text) < 20_000
     assert len(slack.calls_to("chat.appendStream")) < 20

@@ -30,6 +30,14 @@ SUPPORT = "C0LIMITS"
 BUSY = notice(ErrorKind.BUSY, partial=False)
 
 
+def heard(slack: SlackStandin, channel: str, thread_ts: str) -> bool:
+    """The bot has acknowledged the question in this thread: a reply, or the thread's status."""
+    return bool(bot_replies(slack, channel, thread_ts)) or any(
+        c.args.get("thread_ts") == thread_ts and c.status == 200
+        for c in slack.calls_to("assistant.threads.setStatus")
+    )
+
+
 def first_post(slack: SlackStandin, thread_ts: str) -> str | None:
     """The text of the bot's first post in a thread (None while there is none)."""
     posts = [c for c in slack.calls_to("chat.postMessage") if c.args["thread_ts"] == thread_ts]
@@ -58,7 +66,8 @@ def most_at_once(runs: list[RunRecord]) -> int:
 async def test_questions_beyond_the_limit_wait_in_line_and_are_all_answered(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """With two slots, five askers at once: three are told "in line" at once, all get answers."""
+    """With two slots, five askers at once: three are told "in line" at once (a message), the
+    two running see their progress as the thread's status; all get answers."""
     powabase.context.delta_delay = 0.01  # each answer streams for a while
     users = [f"U0USER{i}" for i in range(5)]
     async with running_bot(slack, powabase, tmp_path, POWABOT_MAX_IN_FLIGHT=2) as bot:
@@ -70,17 +79,12 @@ async def test_questions_beyond_the_limit_wait_in_line_and_are_all_answered(
         )
         threads = [(f"D0LINE{i}", msg.ts) for i, msg in enumerate(asked)]
         # Everyone hears from the bot before any answer is complete.
-        await slack.wait_for(lambda: all(bot_replies(slack, c, ts) for c, ts in threads))
+        await slack.wait_for(lambda: all(heard(slack, c, ts) for c, ts in threads))
         assert not any(r.t_complete for r in powabase.runs)
-        first_texts = [
-            next(
-                p.args["text"]
-                for p in slack.calls_to("chat.postMessage")
-                if p.args["thread_ts"] == ts
-            )
-            for _, ts in threads
-        ]
-        assert sum(text == IN_LINE for text in first_texts) == 3
+        await slack.wait_for(
+            lambda: sum(first_post(slack, ts) == IN_LINE for _, ts in threads) == 3
+        )
+        assert not any(r.t_complete for r in powabase.runs)
         await slack.wait_for(lambda: bot.answerer.finished >= len(users), timeout=60)
     assert len(powabase.runs) == len(users)
     assert most_at_once(powabase.runs) <= 2
@@ -139,13 +143,13 @@ async def test_a_follow_up_waits_for_the_answer_before_it_but_other_threads_do_n
 async def test_a_slow_placeholder_delays_the_run_by_at_most_the_head_start(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """A chat.postMessage that takes 1.5 s (a slow Slack, or a post queued behind the channel's
-    budget) holds the Powabase run back by no more than the placeholder's head start."""
-    slack.inject("chat.postMessage", fault="slow", delay=1.5)
+    """A first status (or placeholder) that takes 1.5 s (a slow Slack, or a post queued behind
+    the channel's budget) holds the Powabase run back by no more than the head start."""
+    slack.inject("assistant.threads.setStatus", fault="slow", delay=1.5)
     async with running_bot(slack, powabase, tmp_path) as bot:
         msg = await ask(slack, bot, "D0EARLY", QUESTION)
     placeholder = next(
-        c for c in slack.calls_to("chat.postMessage") if c.args["thread_ts"] == msg.ts
+        c for c in slack.calls_to("assistant.threads.setStatus") if c.args["thread_ts"] == msg.ts
     )  # arrived at `t`, answered 1.5 s later
     run = powabase.runs[-1]
     assert run.events[0][0] < placeholder.t + PLACEHOLDER_HEAD_START + 0.25

@@ -76,9 +76,10 @@ async def test_a_refused_powabase_key_alerts_once_turns_readiness_red_and_counts
 async def test_a_placeholder_refused_as_not_in_channel_sends_nothing_to_powabase(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """not_in_channel: not even the first question there reaches Powabase, one log line each."""
+    """not_in_channel on the thread's first status: not even the first question there reaches
+    Powabase, nothing is posted, one log line each."""
     # Refused after 0.1 s, as a real Slack round trip: a run begun alongside would be asked.
-    slack.inject("chat.postMessage", error="not_in_channel", times=2, delay=0.1)
+    slack.inject("assistant.threads.setStatus", error="not_in_channel", times=2, delay=0.1)
     with capture_logs() as logs:
         async with running_bot(slack, powabase, tmp_path) as bot:
             await ask(slack, bot, "C0GONE", QUESTION, mention=True)
@@ -99,7 +100,7 @@ async def test_a_channel_archived_mid_answer_cancels_the_run_and_writes_nothing_
     line says the answer was abandoned (not delivered, not lost)."""
     if upstream == "streaming":
         powabase.context.delta_delay = 0.05  # an answer that would stream for several seconds
-        slack.inject("chat.update", error="is_archived", times=1000)  # the placeholder lands
+        slack.inject("chat.update", error="is_archived", times=1000)  # the first words land
     else:  # silent by the time Slack's refusal of the first edit arrives
         powabase.inject_run_fault("stall", after_deltas=3, delay=30.0)
         slack.inject("chat.update", error="is_archived", times=1000, delay=0.3)
@@ -129,8 +130,9 @@ async def test_a_channel_archived_mid_answer_cancels_the_run_and_writes_nothing_
 async def test_a_refused_bot_token_on_the_placeholder_sends_nothing_to_powabase(
     slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path
 ) -> None:
-    """invalid_auth on the placeholder: the operator alert is open, /readyz says so, and no
-    question, not even the first, is sent to Powabase while Slack refuses the token."""
+    """invalid_auth on the thread's first status: the operator alert is open, /readyz says so,
+    and no question, not even the first, is sent to Powabase while Slack refuses the token."""
+    slack.inject("assistant.threads.setStatus", error="invalid_auth", times=100, delay=0.1)
     slack.inject("chat.postMessage", error="invalid_auth", times=100, delay=0.1)
     async with running_bot(slack, powabase, tmp_path) as bot:
         for i in (0, 1, 2):
@@ -145,6 +147,7 @@ async def test_an_answer_slack_never_accepted_is_logged_as_lost_with_the_reason(
 ) -> None:
     """Every edit refused: the log says the answer was lost and why, never that it was
     delivered; an answer that lands is logged as delivered with its figures."""
+    powabase.context.delta_delay = 0.01  # the first words are posted before the answer ends
     slack.inject("chat.update", error="restricted_action", times=1000)
     with capture_logs() as logs:
         async with running_bot(slack, powabase, tmp_path) as bot:

@@ -98,7 +98,8 @@ def assert_every_answer_exact(slack: SlackStandin, powabase: Any, asked: list[An
         reply, *below = bot_replies(slack, msg.channel, msg.ts)
         question = slack.message(msg.channel, msg.ts).text
         assert reply.text == expected_text(by_question[question])
-        assert all(m.text.startswith("Delegation trace") for m in below)
+        # the trace, under its sources line
+        assert all(m.text.splitlines()[1].startswith("Delegation trace") for m in below)
 
 
 def sample(name: str, **labels: str) -> float:

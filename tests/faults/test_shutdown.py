@@ -74,6 +74,7 @@ def bot_env(slack: SlackStandin, powabase: PowabaseStandin, tmp_path: Path, **ex
         POWABASE_ORCHESTRATION_ID=powabase.orchestration_id,
         POWABOT_STORE=f"sqlite:///{tmp_path / 'sessions.db'}",
         POWABOT_EDIT_INTERVAL="0.05",
+        POWABOT_NATIVE_STREAMING="false",  # classic, as tests/conftest.py's bot_settings
         LOG_FORMAT="json",
         PORT="0",
     )

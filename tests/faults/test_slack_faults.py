@@ -46,18 +46,30 @@ async def open_stream(slack: SlackStandin, publisher: Publisher, channel: str) -
     return stream
 
 
+async def first_words_posted(
+    slack: SlackStandin, stream: AnswerStream, state: AnswerState, words: str = "Refunds "
+) -> str:
+    """Start the answer (the thread's status) and let its first words be posted; their ts."""
+    assert await stream.start(state) is None
+    state.text, state.phase = words, Phase.STREAMING
+    stream.update()
+    await slack.wait_for(lambda: bool(bot_replies(slack, stream.channel, stream.thread_ts)))
+    (first,) = bot_replies(slack, stream.channel, stream.thread_ts)
+    return str(first.ts)
+
+
 async def finish_with_faults_on_the_final_edit(
     slack: SlackStandin, publisher: Publisher, channel: str, **fault: Any
 ) -> tuple[AnswerStream, str]:
-    """Post the placeholder, then inject `fault` into chat.update and finish: only the final
-    edit (the one that must happen) meets the fault. Returns the stream and placeholder ts."""
+    """Post the first words, then inject `fault` into chat.update and finish: only the final
+    edit (the one that must happen) meets the fault. Returns the stream and the message's ts."""
     stream = await open_stream(slack, publisher, channel)
     state = AnswerState(question="How do refunds work?")
-    placeholder = await stream.start(state)
+    first = await first_words_posted(slack, stream, state)
     slack.inject("chat.update", **fault)
     state.text, state.phase = ANSWER, Phase.DONE
     await stream.finish()
-    return stream, placeholder
+    return stream, first
 
 
 @pytest.mark.parametrize("fault", ["plain_5xx", "html_5xx"])
@@ -134,8 +146,8 @@ async def test_a_connection_reset_on_the_final_edit_is_retried(slack: SlackStand
 async def test_a_final_edit_refused_as_too_long_is_posted_and_the_placeholder_removed(
     slack: SlackStandin,
 ) -> None:
-    """`msg_too_long` on the final chat.update: the answer is posted below, and the
-    placeholder above it is deleted (it must not hang there saying "Looking into it…")."""
+    """`msg_too_long` on the final chat.update: the answer is posted below, and the message
+    above it is deleted (a half answer must not hang there)."""
     stream, placeholder = await finish_with_faults_on_the_final_edit(
         slack, publisher_for(slack), "D0LONG", error="msg_too_long"
     )
@@ -149,7 +161,7 @@ async def test_a_too_long_message_that_cannot_be_deleted_is_shortened_to_a_point
     slack: SlackStandin,
 ) -> None:
     """When the refused message cannot be deleted either, it is edited down to a short
-    "(answer below)" line, so no stale placeholder or half answer stays above the answer."""
+    "(answer below)" line, so no half answer stays above the answer."""
     slack.inject("chat.delete", error="cant_delete_message")
     stream, placeholder = await finish_with_faults_on_the_final_edit(
         slack, publisher_for(slack), "D0KEEP", error="msg_too_long"
@@ -164,7 +176,8 @@ async def test_edits_refused_for_good_leave_one_answer_and_no_stale_copies(
     slack: SlackStandin, powabase: Any, tmp_path: Path, error: str
 ) -> None:
     """Every chat.update refused mid-answer: progress stops after the first refusal, the final
-    answer is posted once, the placeholder is deleted; the user sees the answer and the trace."""
+    answer is posted once, the first words' message is deleted; the user sees the answer and
+    the trace."""
     powabase.context.delta_delay = 0.01  # many progress renders while the answer streams
     slack.inject("chat.update", error=error, times=1000)
     async with running_bot(slack, powabase, tmp_path) as bot:
@@ -174,7 +187,7 @@ async def test_edits_refused_for_good_leave_one_answer_and_no_stale_copies(
     assert answer.text == expected_text(powabase.runs[-1].answer)
     assert trace.blocks or trace.attachments
     assert len(slack.calls_to("chat.update")) == 1  # the first refusal ends all editing
-    assert len(slack.calls_to("chat.postMessage")) == 3  # placeholder, answer, trace
+    assert len(slack.calls_to("chat.postMessage")) == 3  # first words, answer, trace
     assert len(slack.calls_to("chat.delete")) == 1
 
 
@@ -186,10 +199,10 @@ async def test_a_channel_gone_mid_answer_stops_writes_and_fails_the_finish_at_on
     publisher = publisher_for(slack)
     stream = await open_stream(slack, publisher, "C0ARCHIVED")
     state = AnswerState(question="How do refunds work?")
-    await stream.start(state)
+    await first_words_posted(slack, stream, state)
     slack.inject("chat.update", error="channel_not_found", times=100)
     slack.inject("chat.postMessage", error="channel_not_found", times=100)
-    state.text, state.phase = "Refunds are ", Phase.STREAMING
+    state.text = "Refunds are "
     stream.update()
     await slack.wait_for(lambda: stream.channel_gone)
     for words in ("Refunds are issued", "Refunds are issued within"):
@@ -200,7 +213,7 @@ async def test_a_channel_gone_mid_answer_stops_writes_and_fails_the_finish_at_on
         await stream.finish()
     assert raised.value.channel_gone and raised.value.error == "channel_not_found"
     assert len(slack.calls_to("chat.update")) == 1
-    assert len(slack.calls_to("chat.postMessage")) == 1  # the placeholder only
+    assert len(slack.calls_to("chat.postMessage")) == 1  # the first words only
 
 
 async def test_a_channel_gone_mid_native_stream_is_exposed_and_fails_the_finish(
@@ -217,7 +230,10 @@ async def test_a_channel_gone_mid_native_stream_is_exposed_and_fails_the_finish(
     state = AnswerState(question="Refunds?", phase=Phase.WORKING)
     await stream.start(state)
     slack.inject("chat.appendStream", error="not_in_channel", times=100)
-    state.text, state.phase = "Refunds are issued ", Phase.STREAMING
+    state.text, state.phase = "Refunds ", Phase.STREAMING
+    stream.update()  # the stream starts with the first words
+    await slack.wait_for(lambda: bool(slack.calls_to("chat.startStream")))
+    state.text = "Refunds are issued "
     stream.update()
     await slack.wait_for(lambda: stream.channel_gone)
     state.text, state.phase = ANSWER, Phase.DONE
@@ -229,23 +245,24 @@ async def test_a_channel_gone_mid_native_stream_is_exposed_and_fails_the_finish(
 
 
 @pytest.mark.parametrize("error", sorted(SLACK_CHANNEL_GONE))
-async def test_a_gone_channel_fails_the_placeholder_at_once(
-    slack: SlackStandin, error: str
-) -> None:
-    """not_in_channel / channel_not_found / is_archived: start() raises, no retries."""
-    slack.inject("chat.postMessage", error=error, times=5)
+async def test_a_gone_channel_fails_the_start_at_once(slack: SlackStandin, error: str) -> None:
+    """not_in_channel / channel_not_found / is_archived on the thread's first status: start()
+    raises, no retries, no placeholder tried."""
+    slack.inject("assistant.threads.setStatus", error=error, times=5)
     stream = await open_stream(slack, publisher_for(slack), "C0GONE")
     with pytest.raises(SlackDeliveryError) as raised:
         await stream.start(AnswerState(question="How do refunds work?"))
     assert raised.value.channel_gone and not raised.value.auth_failed
-    assert len(slack.calls_to("chat.postMessage")) == 1
+    assert len(slack.calls_to("assistant.threads.setStatus")) == 1
+    assert slack.calls_to("chat.postMessage") == []
 
 
 async def test_a_gone_channel_fails_a_native_stream_without_a_classic_retry(
     slack: SlackStandin,
 ) -> None:
-    """Native streaming refused with channel_not_found: no fallback post is tried either."""
-    slack.inject("chat.startStream", error="channel_not_found")
+    """The first status of a native answer refused with channel_not_found: start() raises, and
+    neither a stream nor a fallback post is tried."""
+    slack.inject("assistant.threads.setStatus", error="channel_not_found")
     publisher = publisher_for(slack, native_streaming=True)
     asked = await slack.user_says(user=ALICE, text="Refunds?", channel="D0GONE")
     stream = publisher.open(
@@ -255,7 +272,7 @@ async def test_a_gone_channel_fails_a_native_stream_without_a_classic_retry(
     with pytest.raises(SlackDeliveryError) as raised:
         await stream.start(AnswerState(question="Refunds?"))
     assert raised.value.channel_gone
-    assert slack.calls_to("chat.postMessage") == []
+    assert slack.calls_to("chat.postMessage") == [] and slack.calls_to("chat.startStream") == []
 
 
 @pytest.mark.parametrize("error", ["invalid_auth", "token_revoked", "account_inactive"])
@@ -265,6 +282,7 @@ async def test_a_bad_token_raises_one_operator_alert_and_no_retry_storm(
     """Every write refused for auth: each tried once, one error log for all, alert until fixed."""
     assert error in SLACK_AUTH_FAILED
     publisher = publisher_for(slack)
+    slack.inject("assistant.threads.setStatus", error=error, times=100)
     slack.inject("chat.postMessage", error=error, times=100)
     answers = 5
     with capture_logs() as logs:
@@ -276,8 +294,9 @@ async def test_a_bad_token_raises_one_operator_alert_and_no_retry_storm(
             assert started.value.auth_failed
             state.text, state.phase = ANSWER, Phase.DONE
             with pytest.raises(SlackDeliveryError):
-                await stream.finish()  # no placeholder: the final post is tried, once
-    assert len(slack.calls_to("chat.postMessage")) == 2 * answers
+                await stream.finish()  # no message yet: the final post is tried, once
+    assert len(slack.calls_to("assistant.threads.setStatus")) == answers
+    assert len(slack.calls_to("chat.postMessage")) == answers
     assert [a.reason for a in publisher.alerts.active] == [error]
     alerts = [e for e in logs if e["event"] == "operator_alert"]
     assert len(alerts) == 1 and alerts[0]["log_level"] == "error"
@@ -293,12 +312,12 @@ async def test_a_token_revoked_mid_answer_holds_progress_edits_until_the_final_o
     publisher = publisher_for(slack)
     stream = await open_stream(slack, publisher, "D0REVOKED")
     state = AnswerState(question="How do refunds work?")
-    await stream.start(state)
+    await first_words_posted(slack, stream, state, "Refunds ")
     slack.inject("chat.update", error="token_revoked", times=100)
-    state.text, state.phase = "Refunds", Phase.STREAMING
+    state.text = "Refunds are "
     stream.update()
     await slack.wait_for(lambda: bool(slack.calls_to("chat.update")))
-    for words in ("Refunds are", "Refunds are issued", "Refunds are issued within"):
+    for words in ("Refunds are issued", "Refunds are issued within"):
         state.text = words
         stream.update()
     state.text, state.phase = ANSWER, Phase.DONE
@@ -312,6 +331,7 @@ async def test_a_bad_token_through_the_whole_bot_alerts_once_without_a_storm(
     slack: SlackStandin, powabase: Any, tmp_path: Path
 ) -> None:
     """invalid_auth on every post: answers end, the operator is told once, calls stay few."""
+    slack.inject("assistant.threads.setStatus", error="invalid_auth", times=1000)
     slack.inject("chat.postMessage", error="invalid_auth", times=1000)
     slack.inject("chat.startStream", error="invalid_auth", times=1000)
     answers = 3
@@ -340,7 +360,10 @@ async def test_a_token_revoked_mid_native_stream_tries_no_classic_fallback(
     await stream.start(state)
     slack.inject("chat.appendStream", error="token_revoked", times=100)
     slack.inject("chat.stopStream", error="token_revoked", times=100)
-    state.text, state.phase = "Refunds are issued ", Phase.STREAMING
+    state.text, state.phase = "Refunds ", Phase.STREAMING
+    stream.update()  # the stream starts with the first words
+    await slack.wait_for(lambda: bool(slack.calls_to("chat.startStream")))
+    state.text = "Refunds are issued "
     stream.update()
     await slack.wait_for(lambda: bool(slack.calls_to("chat.appendStream")))
     state.text, state.phase = ANSWER, Phase.DONE
@@ -352,22 +375,28 @@ async def test_a_token_revoked_mid_native_stream_tries_no_classic_fallback(
     assert len(slack.calls_to("chat.appendStream")) == 1
 
 
-async def test_a_placeholder_whose_answer_was_lost_on_the_way_back_is_not_posted_twice(
-    slack: SlackStandin,
+@pytest.mark.parametrize("first", ["placeholder", "final"])
+async def test_a_post_whose_answer_was_lost_on_the_way_back_is_not_posted_twice(
+    slack: SlackStandin, first: str
 ) -> None:
-    """The placeholder post lands but its answer is lost (connection reset after Slack applied
-    it): the thread is searched by the post's metadata (a failed search is retried) before
-    posting again, so the user ends with exactly one answer message, the final one."""
+    """The answer's first post (a placeholder, or the final answer itself) lands but its answer
+    is lost (connection reset after Slack applied it): the thread is searched by the post's
+    metadata (a failed search is retried) before posting again, so the user ends with exactly
+    one answer message, the final one."""
+    if first == "placeholder":
+        slack.inject("assistant.threads.setStatus", error="missing_scope")
     slack.inject("chat.postMessage", fault="reset_after_apply")
     slack.inject("conversations.replies", fault="plain_5xx")
     publisher = publisher_for(slack)
     stream = await open_stream(slack, publisher, "D0LOSTREPLY")
     state = AnswerState(question="How do refunds work?")
     placeholder = await stream.start(state)
+    assert (placeholder is None) == (first == "final")
     state.text, state.phase = ANSWER, Phase.DONE
     await stream.finish()
     (answer,) = bot_replies(slack, "D0LOSTREPLY", stream.thread_ts)
-    assert (answer.ts, answer.text) == (placeholder, expected_text(ANSWER))
+    assert answer.text == expected_text(ANSWER)
+    assert placeholder is None or answer.ts == placeholder
     assert answer.extra["metadata"]["event_payload"]["answer_id"] == stream.answer_id
     assert len(slack.calls_to("chat.postMessage")) == 1
     assert [c.status for c in slack.calls_to("conversations.replies")] == [503, 200]

@@ -172,10 +172,14 @@ NOTICE_START = {
     ErrorKind.BUSY: ":warning: I'm very busy right now and can't take this question.",
     ErrorKind.NO_QUESTION: ":warning: I can only read text for now, and this message had none.",
     ErrorKind.INTERNAL: ":warning: Something went wrong on my side.",
+    ErrorKind.STOPPED: "_Stopped._",
 }
 
 
-@pytest.mark.parametrize("kind", [k for k in ErrorKind if k is not ErrorKind.NO_QUESTION])
+FAILURES = [k for k in ErrorKind if k not in (ErrorKind.NO_QUESTION, ErrorKind.STOPPED)]
+
+
+@pytest.mark.parametrize("kind", FAILURES)
 def test_each_failure_keeps_partial_text_and_explains(build: Build, kind: ErrorKind) -> None:
     """A failed answer keeps what arrived, says it is partial, and says what to do next."""
     state = build([START, delta("Refunds are possible within")])
@@ -187,6 +191,14 @@ def test_each_failure_keeps_partial_text_and_explains(build: Build, kind: ErrorK
     assert "What you see above is partial." in notice
     assert "ask again" in notice.lower() or "contact the support team" in notice
     assert "secret" not in message.text and "500" not in message.text
+
+
+def test_a_stopped_answer_keeps_its_text_and_just_says_stopped(build: Build) -> None:
+    """Stopped by the user: what arrived stays, then "Stopped." with no warning or advice."""
+    state = build([START, delta("Refunds are possible within")])
+    state.fail(ErrorKind.STOPPED, "stopped by the user", 200.0)
+    (message,) = render_answer(state)
+    assert message.text == "Refunds are possible within\n\n_Stopped._"
 
 
 @pytest.mark.parametrize("kind", list(ErrorKind))

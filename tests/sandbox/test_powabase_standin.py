@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from sandbox.powabase import PowabaseStandin
-from sandbox.powabase.faults import CHAOS_KINDS, PROXY_RESET_TEXT, FaultPlan
+from sandbox.powabase.faults import CHAOS_KINDS, ODD_DETAIL, PROXY_RESET_TEXT, FaultPlan
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "seed-content"
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -251,7 +251,9 @@ async def test_run_detail_lists_the_child_run(client: httpx.AsyncClient, orch_id
     """GET /api/orchestrations/runs/{run_id} shows the run and its delegated child run."""
     _, _, events = await run(client, orch_id, "How do I set up SAML single sign-on with Okta?")
     detail = (await client.get(f"/api/orchestrations/runs/{events[0]['run_id']}")).json()
-    assert detail["status"] == "completed" and detail["child_runs"][0]["agent"] == "technical-agent"
+    started = by_name(events, "delegation_started")[0]
+    assert detail["status"] == "completed" and len(detail["child_runs"]) == 1
+    assert detail["child_runs"][0]["run_id"] == started["child_execution_id"]
     assert (await client.get("/api/orchestrations/runs/orch_run_000000000000")).status_code == 404
 
 
@@ -715,3 +717,228 @@ async def test_detached_source_is_no_longer_searched(
     assert deleted.status_code == 200
     _, _, events = await run(client, orch_id, "How long does a refund take to reach my card?")
     assert "refunds-faq.md" not in by_name(events, "complete")[0]["content"]
+
+
+# --- run detail, search results and several specialists ---------------------------------------
+
+DETAIL_KEYS = {
+    "run_id",
+    "orchestration_id",
+    "status",
+    "content",
+    "events",
+    "usage",
+    "model",
+    "error",
+    "started_at",
+    "completed_at",
+    "child_runs",
+}
+CHILD_KEYS = {"run_id", "status", "steps", "content", "events", "tool_calls", "usage", "model"}
+TWO_PART = (
+    "How much does Business cost per seat? And how do I set up SAML single sign-on with Okta?"
+)
+
+
+async def detail_of(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> dict[str, Any]:
+    response = await client.get(f"/api/orchestrations/runs/{events[0]['run_id']}")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def search_results(child: dict[str, Any]) -> dict[str, Any]:
+    """The decoded result of a child run's knowledge_search call (a JSON string on the wire)."""
+    (call,) = [c for c in child["tool_calls"] if c["tool_name"] == "knowledge_search"]
+    assert isinstance(call["result"], str)
+    result: dict[str, Any] = json.loads(call["result"])
+    return result
+
+
+async def test_run_detail_has_the_documented_shape(client: httpx.AsyncClient, orch_id: str) -> None:
+    """The detail carries exactly the documented fields, the child run its report and search."""
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    detail = await detail_of(client, events)
+    assert set(detail) == DETAIL_KEYS and detail["run_id"] == events[0]["run_id"]
+    assert detail["content"] == by_name(events, "complete")[0]["content"]
+    assert detail["error"] is None and detail["completed_at"] and detail["model"]
+    (child,) = detail["child_runs"]
+    assert set(child) == CHILD_KEYS | {"citations"}
+    assert child["status"] == "completed" and child["steps"] == 2
+    assert child["content"].startswith("Found a relevant passage in refunds-faq.md")
+    assert [c["tool_name"] for c in child["tool_calls"]] == ["knowledge_search"]
+    assert set(child["tool_calls"][0]) == {
+        "step",
+        "tool_name",
+        "arguments",
+        "result",
+        "duration_ms",
+    }
+    assert [e["event"] for e in child["events"]][:2] == ["step_started", "tool_call"]
+
+
+async def test_search_result_names_the_documents_found(
+    client: httpx.AsyncClient, orch_id: str
+) -> None:
+    """The KB search result lists documents by title, file, KB and help-centre URL, best first."""
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    (child,) = (await detail_of(client, events))["child_runs"]
+    result = search_results(child)
+    assert result["knowledge_bases"] == ["billing-kb"] and 1 <= result["total"] <= 3
+    best = result["results"][0]
+    assert (best["title"], best["document_name"], best["knowledge_base"]) == (
+        "Refunds FAQ",
+        "refunds-faq.md",
+        "billing-kb",
+    )
+    assert best["url"] == "https://docs.lumora.example/billing/refunds-faq"
+    assert "**30 days**" in best["content"] and best["content"] in events[-1]["content"]
+    scores = [r["score"] for r in result["results"]]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    assert child["citations"] == [
+        {
+            "title": "Refunds FAQ",
+            "url": "https://docs.lumora.example/billing/refunds-faq",
+            "source_id": best["source_id"],
+            "knowledge_base": "billing-kb",
+        }
+    ]
+
+
+async def test_unpublished_documents_have_no_url_and_no_citations(
+    client: httpx.AsyncClient, orch_id: str
+) -> None:
+    """Product documents are internal: their search results have url null, the run no citations."""
+    _, _, events = await run(
+        client, orch_id, "What's the difference between Business and Enterprise?"
+    )
+    (child,) = (await detail_of(client, events))["child_runs"]
+    result = search_results(child)
+    assert result["results"][0]["document_name"] == "feature-matrix.md"
+    assert all(r["url"] is None for r in result["results"]) and "citations" not in child
+
+
+async def test_search_that_finds_nothing_returns_no_results(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """A search with no match returns an empty result list that still names the KB searched."""
+    standin.ask_specialists(["product-agent"])
+    _, _, events = await run(client, orch_id, "Zyxqv wqplm?")
+    (child,) = (await detail_of(client, events))["child_runs"]
+    result = search_results(child)
+    assert result["results"] == [] and result["knowledge_bases"] == ["product-kb"]
+    assert "citations" not in child
+
+
+def delegation_spans(events: list[dict[str, Any]]) -> list[list[str]]:
+    """The event names of each delegation, from delegation_started to delegation_completed
+    (runs of content_delta collapsed to one)."""
+    spans: list[list[dict[str, Any]]] = []
+    for event in events:
+        if event["event"] == "delegation_started":
+            spans.append([])
+        if spans and (not spans[-1] or spans[-1][-1]["event"] != "delegation_completed"):
+            spans[-1].append(event)
+    return [names(span) for span in spans]
+
+
+async def test_two_specialists_are_called_first_then_consulted_in_turn(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """With two specialists both delegate tool calls come first, then each delegation in turn."""
+    standin.ask_specialists(["billing-agent", "technical-agent"], match="refund")
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    coordinator = [e for e in events if e["event"] in ("tool_call", "delegation_started")]
+    assert [(e["event"], e.get("tool_name") or e.get("agent")) for e in coordinator[:3]] == [
+        ("tool_call", "delegate_to_billing-agent"),
+        ("tool_call", "delegate_to_technical-agent"),
+        ("delegation_started", "billing-agent"),
+    ]
+    started = by_name(events, "delegation_started")
+    completed = by_name(events, "delegation_completed")
+    assert (
+        [e["agent"] for e in started]
+        == [e["agent"] for e in completed]
+        == [
+            "billing-agent",
+            "technical-agent",
+        ]
+    )
+    assert [e["child_execution_id"] for e in started] == [
+        e["child_execution_id"] for e in completed
+    ]
+    first_end = events.index(completed[0])
+    assert events.index(started[1]) > first_end  # one delegation at a time
+    assert events[first_end + 1]["tool_name"] == "delegate_to_billing-agent"
+    assert delegation_spans(events) == [SUPERVISOR_ORDER[4:13]] * 2  # each as a single one
+    answer = by_name(events, "complete")[0]["content"]
+    assert answer.startswith("I asked our billing and technical specialists.")
+    assert "".join(final_deltas(events)) == answer
+    detail = await detail_of(client, events)
+    assert [c["run_id"] for c in detail["child_runs"]] == [e["child_execution_id"] for e in started]
+    assert [search_results(c)["knowledge_bases"] for c in detail["child_runs"]] == [
+        ["billing-kb"],
+        ["technical-kb"],
+    ]
+
+
+async def test_specialist_plan_applies_only_to_matching_runs(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """ask_specialists(match=…) leaves other questions routed as usual, and is used up."""
+    standin.ask_specialists(["billing-agent", "product-agent"], match="SAML", times=1)
+    _, _, other = await run(client, orch_id, "What is the refund window for Pro annual?")
+    _, _, planned = await run(client, orch_id, "How do I set up SAML single sign-on with Okta?")
+    _, _, again = await run(client, orch_id, "How do I set up SAML single sign-on with Okta?")
+    agents = [
+        [e["agent"] for e in by_name(ev, "delegation_started")] for ev in (other, planned, again)
+    ]
+    assert agents == [["billing-agent"], ["billing-agent", "product-agent"], ["technical-agent"]]
+    assert [len(r.children) for r in standin.runs] == [1, 2, 1]
+
+
+async def test_two_part_question_goes_to_two_specialists(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """A message with two questions for different specialists delegates to both, in order."""
+    _, _, events = await run(client, orch_id, TWO_PART)
+    assert [e["agent"] for e in by_name(events, "delegation_started")] == [
+        "billing-agent",
+        "technical-agent",
+    ]
+    calls = by_name(events, "tool_call")
+    assert "cost per seat" in calls[0]["arguments"]["task"]
+    assert "SAML" in calls[1]["arguments"]["task"] and "cost" not in calls[1]["arguments"]["task"]
+    answer = by_name(events, "complete")[0]["content"]
+    assert "plans-and-pricing.md" in answer and "sso-setup.md" in answer
+    assert standin.runs[0].delegated_to == "billing-agent"
+
+
+async def test_run_detail_faults(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """Detail faults answer 404, an odd-shaped body (default or given), then the real detail."""
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    path = f"/api/orchestrations/runs/{events[0]['run_id']}"
+    standin.inject_detail_fault("not_found")
+    standin.inject_detail_fault("odd_shape")
+    standin.inject_detail_fault("odd_shape", body=["not", "an", "object"])
+    gone, odd, given, real = [await client.get(path) for _ in range(4)]
+    assert gone.status_code == 404 and gone.json() == {"error": "Run not found"}
+    assert odd.status_code == 200 and odd.json() == ODD_DETAIL
+    assert given.json() == ["not", "an", "object"]
+    assert real.json()["run_id"] == events[0]["run_id"]
+    with pytest.raises(ValueError, match="unknown detail fault"):
+        standin.inject_detail_fault("sideways")  # type: ignore[arg-type]
+
+
+async def test_slow_run_detail_fault_delays_the_answer(
+    client: httpx.AsyncClient, standin: PowabaseStandin, orch_id: str
+) -> None:
+    """A `slow` detail fault holds the answer back for its delay, once."""
+    _, _, events = await run(client, orch_id, "What is the refund window for Pro annual?")
+    path = f"/api/orchestrations/runs/{events[0]['run_id']}"
+    standin.inject_detail_fault("slow", delay=0.3)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.get(path, timeout=0.1)
+    assert (await client.get(path, timeout=5)).status_code == 200

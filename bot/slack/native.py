@@ -246,6 +246,7 @@ class NativeAnswerStream(ThreadExtras):
         self._plan = False  # the stream shows its cards as a plan
         self._final = False
         self._finishing = asyncio.Event()  # wakes the flusher from any pause
+        self._wake = asyncio.Event()  # ends the wait between writes: first words, or the end
         self._dirty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.orphaned = False  # finish() was cancelled while the flusher kept going
@@ -334,6 +335,8 @@ class NativeAnswerStream(ThreadExtras):
         elif not self._final:
             self._first_text.arrived(bool(self._state.text))
             self._dirty.set()
+            if self._first_words_due():
+                self._wake.set()  # a wait meant for a card update is too long for them
 
     async def finish(self) -> None:
         """Deliver the final answer for sure, even when `start()` failed.
@@ -358,6 +361,7 @@ class NativeAnswerStream(ThreadExtras):
         if self._classic is None:
             self._final = True
             self._finishing.set()
+            self._wake.set()
             self._dirty.set()
         if self._flusher is not None:
             if not await outlive_flusher(self, self._flusher) and self._classic is None:
@@ -485,7 +489,7 @@ class NativeAnswerStream(ThreadExtras):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._pause(self._last + self._interval() - self.p.clock())
+            await self._wait_for_turn()
             try:
                 if self.ts is None:
                     if not (self._final or self._worth_opening()):
@@ -516,12 +520,27 @@ class NativeAnswerStream(ThreadExtras):
                 self._dirty.set()  # still something to show: try again after the pause
                 await self._pause(retry_in)
 
+    def _first_words_due(self) -> bool:
+        return not self._streamed.strip() and bool(self._state.text.strip())
+
     def _interval(self) -> float:
         """Seconds between writes; the first words follow a card update after a quarter of
         it (they matter most, and Slack tolerates short bursts)."""
-        if not self._streamed.strip() and self._state.text.strip():
+        if self._first_words_due():
             return self.p.min_interval * FIRST_TEXT_FACTOR
         return self.p.min_interval
+
+    async def _wait_for_turn(self) -> None:
+        """Until the next write is due; cut short when the first words arrive (their
+        interval is shorter) or the answer ends."""
+        while not self._final:
+            wait = self._last + self._interval() - self.p.clock()
+            if wait <= 0:
+                return
+            self._wake.clear()
+            await sleep_unless(self.p.sleep, wait, self._wake)
+            if not self._wake.is_set():
+                return
 
     async def _show_status(self) -> None:
         """Before the stream starts: progress on the thread's status line (best effort)."""

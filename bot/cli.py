@@ -1,4 +1,5 @@
-"""`powabot` command line: run (production), demo (local stand-ins), provision, doctor."""
+"""`powabot` command line: run (production), demo (local stand-ins), provision, doctor,
+feedback export."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from importlib.metadata import entry_points
 
 from bot.errors import ConfigError, PowabotError
@@ -35,7 +37,31 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "provision", add_help=False, help="create the Powabase support team (see --help)"
     )
+    feedback = sub.add_parser("feedback", help="the ratings users gave the answers")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
+    export = feedback_sub.add_parser(
+        "export",
+        help="every rating with its question, answer, specialists, sources and tokens",
+        description="One row per rating; only the store settings (POWABOT_STORE, SUPABASE_*)"
+        " are needed.",
+    )
+    export.add_argument(
+        "--since", type=_since, metavar="YYYY-MM-DD", help="only ratings given on or after it (UTC)"
+    )
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    export.add_argument(
+        "--output", default="-", metavar="FILE", help="write to FILE instead of stdout"
+    )
     return parser
+
+
+def _since(text: str) -> datetime:
+    from bot.export import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 STARTUP_STOP_GRACE = 1.5  # seconds to close what an interrupted or failed start-up opened
@@ -125,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.doctor import main as doctor_main
 
             return doctor_main(args.output)
+        if args.command == "feedback":
+            from bot.export import main as export_main
+
+            return export_main(since=args.since, fmt=args.format, output=args.output)
     except ConfigError as exc:
         print(f"powabot: {exc}", file=sys.stderr)
         return EXIT_CONFIG

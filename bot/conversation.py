@@ -35,7 +35,9 @@ from bot.powabase.events import StartEvent
 from bot.powabase.outcome import error_kind, operator_reason
 from bot.powabase.sources import Source, searched_knowledge_bases, sources_from_run
 from bot.render import render_trace
+from bot.render.labels import tokens
 from bot.slack.assistant import Assistant
+from bot.slack.calls import SLACK_TOKEN
 from bot.slack.native import STOP_BURST, STOPS_PER_SECOND, NativeAnswerStream
 from bot.slack.publisher import Publisher, Stream
 from bot.slack.sessions import AgentSessions
@@ -44,6 +46,7 @@ from bot.store.base import (
     QUESTION_MAX,
     AnswerClaim,
     AnswerKey,
+    AnswerRecord,
     OpenAnswer,
     SessionStore,
     ThreadKey,
@@ -189,6 +192,7 @@ class Answerer:
         stall_after: float = 8.0,
         run_timeout: float = 300.0,
         assistant: Assistant | None = None,
+        token_for: Callable[[str], Awaitable[str | None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -210,6 +214,9 @@ class Answerer:
         self._delivered_unleased: set[AnswerKey] = set()  # lease lost as its final edit went
         self.sessions = AgentSessions(publisher.caller, publisher.budgets)
         self.assistant = assistant  # thread titles and viewed channels (the DM surface)
+        # OAuth install: a workspace's bot token by team id (an answer taken over has no
+        # request to carry it); None in single-workspace token mode.
+        self.token_for = token_for
         self.extras: set[asyncio.Future[None]] = set()  # best-effort writes in flight
         # (team, channel, thread) → answers running there, for Stop
         self.running: dict[tuple[str, str, str], list[Running]] = {}
@@ -318,6 +325,18 @@ class Answerer:
             native=answer.reply_native,
         )
         try:
+            if self.token_for is not None:
+                try:
+                    token = await self.token_for(q.team_id)
+                except Exception as exc:  # the store failed: another scan retries it
+                    log.warning("takeover_token_unavailable", error_type=type(exc).__name__)
+                    await self.leases.release([q.answer_key])
+                    return None
+                if token is None:  # uninstalled since: nobody can write there any more
+                    log.warning("takeover_workspace_not_installed")
+                    await self.leases.finished(q.answer_key)
+                    return None
+                SLACK_TOKEN.set(token)  # this task (and those it starts) writes as that bot
             return await self._answer(q, q.answer_key, answer)
         finally:
             structlog.contextvars.clear_contextvars()
@@ -879,6 +898,8 @@ class Answerer:
             lost = SlackDeliveryError("finish", f"unexpected: {type(exc).__name__}")
         if sources is not None:
             await self._await_sources(state, sources, delivered=lost is None)
+        if lost is None:
+            await self._keep_answer(q, state, stream)
         if lost is None and stream.truncated:  # the note promises the full answer below
             try:
                 await stream.attach_full_answer(state.text, "Full answer")
@@ -940,6 +961,31 @@ class Answerer:
             _take_sources(state, sources)
         await _settled(sources)
 
+    async def _keep_answer(self, q: Question, state: AnswerState, stream: Stream) -> None:
+        """Keep the delivered answer for feedback, escalation and export (a store fault is
+        logged: the buttons under it then say the conversation cannot be found)."""
+        reply_ts = stream.reply_ts
+        if reply_ts is None:
+            return
+        status = ErrorKind.STOPPED.value if _stopped(state) else state.phase.value
+        record = AnswerRecord(
+            key=q.key,
+            reply_ts=reply_ts,
+            run_id=state.run_id,
+            question=q.text[:QUESTION_MAX],
+            answer=state.text[:QUESTION_MAX],
+            status=status,
+            specialists=tuple(dict.fromkeys(d.agent for d in state.delegations)),
+            sources=tuple(source_line(s) for s in state.sources),
+            tokens=tokens(state.usage),
+        )
+        try:
+            await self.store.record_answer(record)
+        except StoreError as exc:
+            log.error("store_answer_record_failed", error=str(exc))
+        except Exception:  # never lets a delivered answer count as lost
+            log.exception("store_answer_record_crashed")
+
     async def _record(self, q: Question, state: AnswerState) -> None:
         """The run and its trace, for the store (a store fault is logged, not raised)."""
         try:
@@ -958,6 +1004,16 @@ def _take_sources(state: AnswerState, sources: asyncio.Task[list[Source]]) -> bo
     if sources.done() and not sources.cancelled() and sources.exception() is None:
         state.sources = sources.result()
     return bool(state.sources)
+
+
+def source_line(source: Source) -> str:
+    """A source as one line of the answer record: "Title (knowledge base) <url>"."""
+    line = source.title
+    if source.knowledge_base:
+        line += f" ({source.knowledge_base})"
+    if source.url:
+        line += f" <{source.url}>"
+    return line
 
 
 def _stopped(state: AnswerState) -> bool:

@@ -30,12 +30,18 @@ from bot.metrics import ANSWERS_QUEUED, ANSWERS_RUNNING, OPERATOR_ALERTS_OPEN
 from bot.powabase.client import open_powabase
 from bot.settings import Settings
 from bot.slack import listeners
+from bot.slack.access import Access, SlackDirectory
 from bot.slack.assistant import Assistant
 from bot.slack.budget import Budgets
+from bot.slack.feedback import register_feedback
+from bot.slack.home import Home, register_home
+from bot.slack.oauth import Installations
 from bot.slack.publisher import Publisher
 from bot.slack.shared_budget import make_budgets
 from bot.slack.startup import check_bot_token, open_socket_url
+from bot.slack.support import Support
 from bot.store import SessionStore, make_store
+from bot.workspace_settings import WorkspaceSettingsBook, specialists
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +80,7 @@ class Powabot:
         self.powabase = open_powabase(settings, http=http)
         self.http = self.powabase.http
         self.slack = AsyncWebClient(
-            token=_secret(settings.SLACK_BOT_TOKEN), base_url=settings.SLACK_API_URL
+            token=_secret(settings.SLACK_BOT_TOKEN) or None, base_url=settings.SLACK_API_URL
         )
         self.slack.proxy = None
         self.alerts = OperatorAlerts()  # one per process: Slack and Powabase faults, /readyz
@@ -87,6 +93,30 @@ class Powabot:
         )
         # Greeting, suggested prompts, thread titles, viewed channels (the bot's DM surface).
         self.assistant = Assistant.build(settings, self.publisher.caller, self.publisher.budgets)
+        # Per-workspace settings admins edit in App Home: where and for whom the bot answers.
+        self.workspace_settings = WorkspaceSettingsBook(self.store)
+        directory = SlackDirectory(
+            self.publisher.caller, self.publisher.budgets, admins=settings.POWABOT_ADMINS
+        )
+        self.access = Access(self.workspace_settings, directory)
+        self.assistant.workspace_prompts = self.workspace_settings.prompts
+        # Escalation to a person and fresh starts (bot.slack.support); its problems (an
+        # escalation channel the bot is not in) show in the admins' App Home.
+        self.support = Support.build(
+            settings, self.store, self.publisher.caller, self.publisher.budgets
+        )
+        self.home = Home(
+            store=self.store,
+            settings=self.workspace_settings,
+            directory=directory,
+            caller=self.publisher.caller,
+            budgets=self.publisher.budgets,
+            specialists=specialists(),
+            default_escalation=settings.POWABOT_ESCALATION_CHANNEL,
+            problems=self.support.problems,
+        )
+        # Several workspaces (OAuth install): each request and answer uses its workspace's token.
+        self.installations = Installations(settings) if settings.oauth else None
         self.answerer = Answerer(
             store=self.store,
             powabase=self.powabase,
@@ -98,14 +128,24 @@ class Powabot:
             stall_after=settings.POWABOT_STALL_NOTICE_AFTER,
             run_timeout=settings.POWABOT_RUN_TIMEOUT,
             assistant=self.assistant,
+            token_for=self.installations.token_for if self.installations else None,
         )
         self.app = AsyncApp(
             client=self.slack,
             signing_secret=_secret(settings.SLACK_SIGNING_SECRET) or None,
             request_verification_enabled=not settings.socket_mode,
             process_before_response=False,
+            oauth_settings=self.installations.oauth_settings if self.installations else None,
         )
-        listeners.register(self.app, self.answerer, self.assistant)
+        if self.installations is not None:
+            self.installations.attach(self.app)
+        register_home(self.app, self.home)  # before listeners: the DM's app_home_opened takes all
+        listeners.register(
+            self.app, self.answerer, self.assistant, self.support, access=self.access
+        )
+        self.feedback = register_feedback(  # the buttons under each answer
+            self.app, self.store, self.publisher.caller, self.publisher.budgets
+        )
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self._accepting = False  # Slack events are taken (started, not stopping)
@@ -129,7 +169,10 @@ class Powabot:
                 timeout=aiohttp.ClientTimeout(total=SLACK_CALL_TIMEOUT),
                 connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
             )
-        await check_bot_token(self.slack)
+        if self.installations is not None:
+            await self.installations.open()  # tokens are checked per install, not here
+        else:
+            await check_bot_token(self.slack)
         if self.settings.socket_mode:
             app_token = _secret(self.settings.SLACK_APP_TOKEN)
             url = await open_socket_url(self.slack, app_token)
@@ -319,6 +362,8 @@ class Powabot:
         if self.slack.session is not None:
             closing["slack_session"] = self.slack.session.close()
         closing["store"] = self.store.close()
+        if self.installations is not None:
+            closing["installations"] = self.installations.close()
         tasks = {asyncio.ensure_future(step): name for name, step in closing.items()}
         done, late = await asyncio.wait(tasks, timeout=within)
         for task in done:

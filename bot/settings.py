@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,8 @@ SECRET_FIELDS = (
     "SLACK_BOT_TOKEN",
     "SLACK_APP_TOKEN",
     "SLACK_SIGNING_SECRET",
+    "SLACK_CLIENT_SECRET",
+    "SLACK_STATE_SECRET",
     "POWABASE_API_KEY",
     "SUPABASE_SERVICE_ROLE_KEY",
 )
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
     SLACK_APP_TOKEN: SecretStr | None = None
     SLACK_SIGNING_SECRET: SecretStr | None = None
     SLACK_API_URL: str = "https://slack.com/api/"
+    # Several workspaces (bot.slack.oauth): Slack's OAuth install flow instead of one
+    # SLACK_BOT_TOKEN; all three or none, HTTP mode only.
+    SLACK_CLIENT_ID: str | None = None
+    SLACK_CLIENT_SECRET: SecretStr | None = None
+    SLACK_STATE_SECRET: SecretStr | None = None
     PORT: int = Field(default=3000, ge=0, le=65535)
 
     POWABASE_URL: AnyHttpUrl | None = None
@@ -95,8 +103,15 @@ class Settings(BaseSettings):
     POWABOT_SUGGESTED_PROMPTS: Annotated[list[SuggestedPrompt], NoDecode] = Field(
         default_factory=list, max_length=4
     )
+    # Slack user ids who may change the workspace settings in App Home besides the workspace's
+    # admins and owners: comma-separated, e.g. "U012AB3CD,U045EF6GH".
+    POWABOT_ADMINS: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Where "Talk to a person" hands a conversation over: a channel id (C… or G…), the default
+    # for every specialist; the App Home settings may name one per specialist. Unset: users who
+    # ask for a person are told to contact the support team directly.
+    POWABOT_ESCALATION_CHANNEL: str | None = None
 
-    @field_validator(*SECRET_FIELDS, "POWABOT_STORE", mode="before")
+    @field_validator(*SECRET_FIELDS, "POWABOT_STORE", "SLACK_CLIENT_ID", mode="before")
     @classmethod
     def _strip_secret(cls, value: object, info: ValidationInfo) -> object:
         """Leading/trailing whitespace (a mounted file's newline) is not part of a secret.
@@ -144,6 +159,39 @@ class Settings(BaseSettings):
                 ' get a refund?"}]',
             ) from None
 
+    @field_validator("POWABOT_ADMINS", mode="before")
+    @classmethod
+    def _admins_from_list(cls, value: object) -> object:
+        """Comma-separated Slack user ids (U… or W…); blank means none."""
+        if not isinstance(value, str):
+            return value
+        ids = [part.strip() for part in value.split(",") if part.strip()]
+        bad = [i for i in ids if not re.fullmatch(r"[UW][A-Z0-9]{2,}", i)]
+        if bad:
+            raise PydanticCustomError(
+                "admins_not_user_ids",
+                "holds {bad}, not Slack user ids; expected ids like U012AB3CD, comma-separated",
+                {"bad": ", ".join(bad)},
+            )
+        return frozenset(ids)
+
+    @field_validator("POWABOT_ESCALATION_CHANNEL", mode="before")
+    @classmethod
+    def _escalation_channel_id(cls, value: object) -> object:
+        """A channel id (C… or G…, not a #name); blank means none."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if not re.fullmatch(r"[CG][A-Z0-9]{2,}", value):
+            raise PydanticCustomError(
+                "escalation_channel_not_an_id",
+                "is not a channel id; expected one like C012AB3CD (in Slack: the channel's"
+                " details, at the bottom), not a #name",
+            )
+        return value
+
     @field_validator("SLACK_API_URL")
     @classmethod
     def _api_url_ends_with_slash(cls, value: str) -> str:
@@ -157,6 +205,12 @@ class Settings(BaseSettings):
         return self.SLACK_APP_TOKEN is not None
 
     @property
+    def oauth(self) -> bool:
+        """OAuth install mode (several workspaces): the three OAuth settings are set."""
+        secrets = (self.SLACK_CLIENT_SECRET, self.SLACK_STATE_SECRET)  # never blank when set
+        return bool(self.SLACK_CLIENT_ID) and None not in secrets
+
+    @property
     def powabase_url(self) -> str:
         return str(self.POWABASE_URL).rstrip("/") if self.POWABASE_URL else ""
 
@@ -166,16 +220,61 @@ class Settings(BaseSettings):
             f"{name} is required for `powabot {command}`"
             for name in REQUIRED.get(command, ())
             if getattr(self, name) in (None, "")
+            and not (name == "SLACK_BOT_TOKEN" and self.oauth)  # tokens come from installs
         ]
         if command == "run" and not self.socket_mode and self.SLACK_SIGNING_SECRET is None:
             problems.append(
                 "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode) is required"
             )
+        problems += self._oauth_problems()
         if bool(self.SUPABASE_URL) != bool(self.SUPABASE_SERVICE_ROLE_KEY):
             problems.append("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set together")
         if problems:
             raise ConfigError(problems)
         return self
+
+    def _oauth_problems(self) -> list[str]:
+        """OAuth install: all three settings or none, in HTTP mode, with a SQL session store."""
+        oauth = {
+            "SLACK_CLIENT_ID": self.SLACK_CLIENT_ID,
+            "SLACK_CLIENT_SECRET": self.SLACK_CLIENT_SECRET,
+            "SLACK_STATE_SECRET": self.SLACK_STATE_SECRET,
+        }
+        missing = [name for name, value in oauth.items() if value in (None, "")]
+        if len(missing) == len(oauth):
+            return []  # single-workspace token mode
+        if missing:
+            return [
+                "SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_STATE_SECRET must be set together"
+                f" (OAuth install for several workspaces); missing: {', '.join(missing)}"
+            ]
+        problems: list[str] = []
+        state_secret = self.SLACK_STATE_SECRET
+        if state_secret is not None and len(state_secret.get_secret_value()) < 32:
+            problems.append(
+                "SLACK_STATE_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+            )
+        if self.socket_mode:
+            problems.append(
+                "OAuth install (SLACK_CLIENT_ID) needs HTTP mode, where Slack redirects installs"
+                " to /slack/oauth_redirect: unset SLACK_APP_TOKEN and set SLACK_SIGNING_SECRET"
+            )
+        if self.SLACK_BOT_TOKEN is not None:
+            problems.append(
+                "SLACK_BOT_TOKEN and OAuth install (SLACK_CLIENT_ID) exclude each other: with"
+                " OAuth each workspace's token comes from its install; unset SLACK_BOT_TOKEN"
+            )
+        if self.SUPABASE_URL or self.SUPABASE_SERVICE_ROLE_KEY:
+            problems.append(
+                "OAuth install (SLACK_CLIENT_ID) keeps installations in SQL, which the Supabase"
+                " store (REST only) cannot: set POWABOT_STORE to the database's postgresql://…"
+                " URL (or sqlite:///path.db) and unset SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+            )
+        elif not self.POWABOT_STORE.startswith(("sqlite:///", "postgres://", "postgresql://")):
+            problems.append(
+                "POWABOT_STORE: OAuth install needs sqlite:///path.db or postgresql://…"
+            )
+        return problems
 
 
 def load_settings(command: str | None = None, **overrides: object) -> Settings:

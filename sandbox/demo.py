@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 TEAM_USER = "U0ALICE"
 SUPPORT_CHANNEL = "C0SUPPORT"
 DM = "D0ALICE"
+ESCALATIONS = "C0ESCALATE"  # the support team's escalation channel
+AGENT = "U0AGENT"  # a person on the support team
 STOP_QUESTION = "Walk me through every step of migrating from the Starter plan to Pro."
 SCRIPT: list[tuple[str, str]] = [
     ("dm", "What's the refund window if I cancel an annual Pro plan?"),
@@ -157,6 +159,8 @@ class Narrator:
             shown = call.args.get("loading_messages") or []
             if shown:
                 self.say(elapsed, f"status line: “{_short(str(shown[0]), 80)}” (no message)")
+        elif method == "chat.postEphemeral":
+            self.say(elapsed, f"tells only {call.args.get('user')}: {_short(text)}")
         elif method == "assistant.threads.setSuggestedPrompts":
             prompts = call.args.get("prompts") or []
             titles = ", ".join(f"“{p.get('title')}”" for p in prompts if isinstance(p, dict))
@@ -227,6 +231,63 @@ async def _stop_turn(
     await slack.wait_for(lambda: bot.answerer.finished > done_before, timeout=30)
     narrator.turn = None
     return turn
+
+
+def _with_action(message: Any, action_id: str) -> bool:
+    return action_id in str(message.blocks or [])
+
+
+async def _escalation_turn(
+    slack: Any, bot: Powabot, narrator: Narrator, out: TextIO, answered: Turn
+) -> bool:
+    """Alice rates the #support answer "Not helpful", asks for a person; the support team
+    resolves it. Whether every step happened."""
+    replies = [m for m in slack.thread(answered.channel, answered.thread_ts) if m.is_bot]
+    rated = [m for m in replies if _with_action(m, "powabot_feedback")]
+    if not rated:
+        print("    (no feedback buttons!)", file=out)
+        return False
+    turn = Turn("escalate", "", answered.channel, answered.thread_ts)
+    narrator.turn = turn
+    turn.t_asked = time.monotonic()
+    print("  alice clicks “Not helpful” under that answer:", file=out)
+    before = bot.feedback.handled
+    await slack.click(
+        user=TEAM_USER,
+        channel=answered.channel,
+        message_ts=rated[-1].ts,
+        action_id="powabot_feedback",
+        action_type="feedback_buttons",
+        value="negative",
+    )
+    await slack.wait_for(lambda: bot.feedback.handled > before, timeout=10)
+    offers = [e for e in slack.ephemerals if _with_action(e, "powabot_escalate")]
+    if not offers:
+        return False
+    print("  alice clicks “Talk to a person”:", file=out)
+    before = bot.support.handled
+    await slack.click(
+        user=TEAM_USER,
+        channel=answered.channel,
+        message_ts=offers[-1].ts,
+        action_id="powabot_escalate",
+    )
+    await slack.wait_for(lambda: bot.support.handled > before, timeout=10)
+    handed = [m for m in slack.bot_messages(ESCALATIONS) if _with_action(m, "powabot_resolve")]
+    if not handed:
+        return False
+    print("    What the support team sees in #escalations:", file=out)
+    print(_indent(_trace_text(handed[-1])), file=out)
+    print("  a support agent answers alice in her thread, then clicks “Mark resolved”:", file=out)
+    before = bot.support.handled
+    await slack.click(
+        user=AGENT, channel=ESCALATIONS, message_ts=handed[-1].ts, action_id="powabot_resolve"
+    )
+    await slack.wait_for(lambda: bot.support.handled > before, timeout=10)
+    narrator.turn = None
+    resolved = slack.message(ESCALATIONS, handed[-1].ts)
+    print(f"    #escalations now shows: {_short(resolved.text)}\n", file=out)
+    return "Resolved" in resolved.text
 
 
 async def _ask(slack: Any, bot: Powabot, turn: Turn, narrator: Narrator, wait: float) -> None:
@@ -334,6 +395,7 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
             POWABOT_STORE=f"sqlite:///{Path(tmp.name) / 'powabot.db'}",
             LOG_FORMAT="console",
             PORT=0,  # health and metrics on a free port: the demo never collides with a bot
+            POWABOT_ESCALATION_CHANNEL=ESCALATIONS,
         )
         bot = Powabot(settings)
         await bot.start()
@@ -370,6 +432,7 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
                 )
             runs = list(powabase.runs)
             same = runs[-1].session_id_sent == runs[-2].session_id
+            escalated = await _escalation_turn(slack, bot, narrator, out, turns[-1])
             stop_turn = await _stop_turn(slack, bot, powabase, narrator, out)
             _print_thread(slack, stop_turn, out)
             stopped = powabase.runs[-1]
@@ -393,7 +456,12 @@ async def run_demo(*, interactive: bool = False, out: TextIO = sys.stdout) -> in
                 f"{sum(1 for c in slack.calls if c.status == 429)}",
                 file=out,
             )
-            if not same:
+            print(
+                f"  negative rating → hand-over to a person → resolved: "
+                f"{'yes' if escalated else 'NO'}",
+                file=out,
+            )
+            if not same or not escalated:
                 return 1
         print("\nDemo finished: Slack and Powabase were local stand-ins.", file=out)
         return 0

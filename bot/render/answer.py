@@ -1,8 +1,10 @@
 """The answer as Slack thread messages, and the one-line status, from an `AnswerState`.
 
 Message 0 is the placeholder the publisher posts at once and then edits; later messages carry the
-rest of a long answer. Every message is mrkdwn text only (no blocks), so the full ~3,500
-characters are available (a section block would cap at 3,000).
+rest of a long answer. Every message is mrkdwn text, so the full ~3,500 characters are available
+(a section block would cap at 3,000). The last message of a finished answer (with a run id) also
+carries that text as section blocks followed by the feedback and "New conversation" buttons
+(`bot.render.feedback`); its `text` stays the same.
 
 Decorations (typing indicator, "still working" note, failure notice) only ever touch the last
 message, and every message keeps room for the longest of them, so the split of the answer text is
@@ -15,6 +17,7 @@ note, so the cut, like every other split, never changes text already shown.
 
 from __future__ import annotations
 
+from bot.render.feedback import answer_blocks, rateable
 from bot.render.labels import agent_object, agent_subject, shorten
 from bot.render.links import guard_markdown
 from bot.render.message import SlackMessage
@@ -180,7 +183,10 @@ def render_answer(state: AnswerState, *, max_chars: int = 3500) -> list[SlackMes
         chunks[-1] += f"\n\n{STILL_WORKING}"
     else:
         chunks[-1] += ("\n" + TYPING.strip()) if chunks[-1].endswith("```") else TYPING
-    return [SlackMessage(chunk) for chunk in chunks]
+    messages = [SlackMessage(chunk) for chunk in chunks]
+    if rateable(state):  # rate it, or start over
+        messages[-1] = SlackMessage(chunks[-1], blocks=answer_blocks(chunks[-1]))
+    return messages
 
 
 def is_truncated(state: AnswerState, *, max_chars: int = 3500) -> bool:

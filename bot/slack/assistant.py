@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -330,6 +330,16 @@ class Assistant:
         self.memo = memo or GreetingMemo()
         self.contexts = contexts or AssistantContexts()
         self.handled = 0  # assistant-surface events handled to the end (tests wait on it)
+        # A workspace's own prompts (its admins' App Home settings); empty: `prompts`.
+        self.workspace_prompts: Callable[[str], Awaitable[list[SuggestedPrompt]]] | None = None
+
+    async def prompts_for(self, team_id: str) -> list[SuggestedPrompt]:
+        """The prompts to suggest in `team_id`: its admins' when they set some, else ours."""
+        if self.workspace_prompts is not None:
+            own = await self.workspace_prompts(team_id)
+            if own:
+                return own[:MAX_PROMPTS]
+        return self.prompts
 
     @classmethod
     def build(
@@ -342,20 +352,22 @@ class Assistant:
 
     async def messages_tab_opened(self, team_id: str, user_id: str, channel_id: str) -> None:
         """Agent view: greet with the prompts in the DM, unless this user was greeted lately."""
-        if not self.prompts or not self.memo.due(team_id, user_id):
+        prompts = await self.prompts_for(team_id)
+        if not prompts or not self.memo.due(team_id, user_id):
             return
-        if not await self.writer.suggest(team_id, channel_id, self.prompts, title=self.greeting):
+        if not await self.writer.suggest(team_id, channel_id, prompts, title=self.greeting):
             self.memo.forget(team_id, user_id)
 
     async def thread_started(self, opened: ThreadOpened) -> None:
         """Legacy assistant view: remember the viewed channel, greet, set the prompts."""
         self.contexts.remember(opened.channel_id, opened.thread_ts, opened.viewing)
         await self.writer.say(opened.channel_id, opened.thread_ts, self.greeting)
-        if self.prompts:
+        prompts = await self.prompts_for(opened.team_id)
+        if prompts:
             await self.writer.suggest(
                 opened.team_id,
                 opened.channel_id,
-                self.prompts,
+                prompts,
                 title="Try asking",
                 thread_ts=opened.thread_ts,
             )

@@ -25,6 +25,10 @@ reserved through `SlackCaller.acquire` (the one place their waits are slept and 
 `RateLimited` and `Transient` never leave `bot.slack`: `call_reliably` turns them into waits
 and, past its deadline or attempt count, into `SlackDeliveryError`.
 
+Which token: the client's own (SLACK_BOT_TOKEN), unless `SLACK_TOKEN` holds the bot token of
+the workspace the current request or answer belongs to (OAuth install, several workspaces:
+`bot.slack.oauth` sets it); then every call of that task, and of the tasks it starts, uses it.
+
 Besides Web API methods, `SlackCaller.upload` POSTs a file's bytes to the upload URL that
 `files.getUploadURLExternal` hands out (Slack's current upload flow; see `bot.slack.files`).
 """
@@ -36,6 +40,7 @@ import copy
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -64,6 +69,10 @@ BACKOFF = 0.5  # nominal first backoff after a transient failure; doubles per at
 MAX_BACKOFF = 8.0
 
 UPLOAD = "files.upload"  # how the POST to an upload URL is named in logs and metrics
+
+# The bot token of the workspace the current request or answer belongs to (OAuth install);
+# None: the client's own token (single-workspace token mode).
+SLACK_TOKEN: ContextVar[str | None] = ContextVar("slack_token", default=None)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -178,6 +187,13 @@ def translate(method: str, exc: Exception) -> Failure:
     return Transient(f"unexpected: {type(exc).__name__}", ambiguous=True)
 
 
+def _auth_headers() -> dict[str, str] | None:
+    """The request's own Authorization when a workspace token is in effect (slack_sdk merges a
+    request's headers over the client's token), else None: the client's token."""
+    token = SLACK_TOKEN.get()
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 def payload_args(message: SlackMessage) -> dict[str, Any]:
     """chat.postMessage / chat.update arguments for one message (links never unfurl)."""
     args: dict[str, Any] = {"text": message.text, "unfurl_links": False, "unfurl_media": False}
@@ -230,7 +246,7 @@ class SlackCaller:
     async def call(self, method: str, bucket: Budget, **args: Any) -> dict[str, Any]:
         """One Slack write; raises RateLimited / Transient / SlackDeliveryError, nothing else."""
         try:
-            response = await self.client.api_call(method, json=args)
+            response = await self.client.api_call(method, json=args, headers=_auth_headers())
         except Exception as exc:
             failure = translate(method, exc)
             await self._noted(method, bucket, failure)
@@ -242,7 +258,9 @@ class SlackCaller:
     async def read(self, method: str, bucket: Budget, **params: Any) -> dict[str, Any]:
         """One Slack read (GET with query arguments); fails like `call`."""
         try:
-            response = await self.client.api_call(method, http_verb="GET", params=params)
+            response = await self.client.api_call(
+                method, http_verb="GET", params=params, headers=_auth_headers()
+            )
         except Exception as exc:
             failure = translate(method, exc)
             await self._noted(method, bucket, failure)

@@ -11,7 +11,16 @@ DM outside any thread: in that DM), wherever the bot would have answered it; whe
 running the user is told so in a message only they see. Slack's own Stop button on an agent
 session (`agent_session_stopped`) does the same, silently.
 
-The DM-opened and assistant-thread listeners are in `bot.slack.assistant`.
+Before a message the bot would answer is answered, in this order (`_handled_before_answer`):
+stop (above) → a fresh start (`reset` / "new conversation" alone: `bot.slack.support`; outside
+a conversation's thread, e.g. a top-level DM, the user is told how it works, since every
+top-level DM message starts its own thread) → a request for a person (`bot.escalation`, a
+whole-message phrase: the hand-over) → quiet while the thread is escalated (a person has it;
+logged, nothing said) → who may ask here (`access.refusal`: one ephemeral explanation) → the
+answer.
+
+The DM-opened and assistant-thread listeners are in `bot.slack.assistant`; the support buttons'
+in `bot.slack.support`.
 """
 
 from __future__ import annotations
@@ -27,8 +36,11 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.conversation import Question
 from bot.errors import StoreError
+from bot.escalation import is_human_request
 from bot.slack import assistant as assistant_surface
+from bot.slack import support as support_surface
 from bot.slack.assistant import Assistant
+from bot.slack.support import Support
 from bot.store import SessionStore
 
 log = structlog.get_logger(__name__)
@@ -36,6 +48,7 @@ log = structlog.get_logger(__name__)
 ANSWERED_SUBTYPES = frozenset({None, "thread_broadcast", "file_share"})
 MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 STOP = re.compile(r"stop[.!]*", re.IGNORECASE)
+RESET = re.compile(r"(?:reset|(?:start (?:a )?)?new conversation|start over)[.!]*", re.IGNORECASE)
 
 
 class Answers(Protocol):
@@ -54,6 +67,14 @@ class Answers(Protocol):
         ...
 
 
+class Gate(Protocol):
+    """Who may ask the bot what, where (`bot.slack.access.Access`)."""
+
+    async def refusal(self, q: Question, *, mention: bool) -> str | None:
+        """None: the bot may answer `q`; else the short explanation for the asker."""
+        ...
+
+
 def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
     """The question without the `<@UBOT>` that addressed it; line breaks kept (code, logs)."""
     if bot_user_id:
@@ -67,6 +88,12 @@ def strip_bot_mention(text: str, bot_user_id: str | None) -> str:
 def is_stop(text: str, bot_user_id: str | None) -> bool:
     """The message is only "stop" ("Stop.", "STOP!", "<@UBOT> stop"), nothing else."""
     return STOP.fullmatch(strip_bot_mention(text, bot_user_id)) is not None
+
+
+def is_reset(text: str, bot_user_id: str | None) -> bool:
+    """The message is only "reset" / "new conversation" / "start over" (any case, trailing
+    "." or "!", after an optional mention of the bot)."""
+    return RESET.fullmatch(" ".join(strip_bot_mention(text, bot_user_id).split())) is not None
 
 
 def _question(body: dict[str, Any], event: dict[str, Any], text: str) -> Question:
@@ -114,9 +141,17 @@ def is_from_a_bot(event: dict[str, Any], bot_user_id: str | None) -> bool:
     )
 
 
-def register(app: AsyncApp, answerer: Answers, assistant: Assistant) -> None:
-    """Wire the DM, mention, thread-follow-up and stop listeners (and the assistant surface's)
-    into `app`."""
+def register(
+    app: AsyncApp,
+    answerer: Answers,
+    assistant: Assistant,
+    support: Support,
+    access: Gate | None = None,
+) -> None:
+    """Wire the DM, mention, thread-follow-up and stop listeners (and the assistant surface's
+    and the support buttons') into `app`. With `access`, questions the workspace's settings
+    do not allow get its explanation instead of an answer."""
+    gates = Gates(support, access)
 
     @app.event("app_mention")
     async def on_mention(
@@ -129,7 +164,10 @@ def register(app: AsyncApp, answerer: Answers, assistant: Assistant) -> None:
             return
         with answerer.track():  # from here on, shutdown waits for this event
             text = strip_bot_mention(event.get("text", ""), context.bot_user_id)
-            await answerer.answer(_question(body, event, text or "Hello"))
+            q = _question(body, event, text or "Hello")
+            if await gates.handled_before_answer(q, context.bot_user_id, mention=True):
+                return
+            await answerer.answer(q)
 
     @app.event("message")
     async def on_message(
@@ -140,7 +178,7 @@ def register(app: AsyncApp, answerer: Answers, assistant: Assistant) -> None:
         if is_from_a_bot(event, context.bot_user_id):
             return
         with answerer.track():  # from here on, shutdown waits for this event
-            await _on_user_message(answerer, assistant, body, event, context.bot_user_id)
+            await _on_user_message(answerer, assistant, gates, body, event, context.bot_user_id)
 
     @app.event("agent_session_stopped")
     async def on_session_stopped(body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -149,6 +187,48 @@ def register(app: AsyncApp, answerer: Answers, assistant: Assistant) -> None:
         await _stop(answerer, assistant, body, event, tell=False)
 
     assistant_surface.register(app, assistant)
+    support_surface.register(app, support, answerer.track)
+
+
+class Gates:
+    """What a message the bot would answer may be instead: a fresh start, a request for a
+    person, a message in an escalated thread, or a question not allowed here."""
+
+    def __init__(self, support: Support, access: Gate | None) -> None:
+        self.support = support
+        self.access = access
+
+    async def handled_before_answer(
+        self, q: Question, bot_user_id: str | None, *, mention: bool
+    ) -> bool:
+        """True when `q` was handled here (the caller must not answer it)."""
+        in_dm = q.channel_type == "im"
+        if is_reset(q.text, bot_user_id):
+            if not await self.support.first_time(q.event_id):
+                return True  # a redelivery: handled already
+            if q.thread_ts is None:  # a top-level message: there is no conversation to reset
+                where = None if in_dm else q.ts
+                await self.support.reset_help(q.team_id, q.channel_id, q.user_id, where)
+            else:
+                await self.support.reset_thread(q.key)
+            return True
+        if is_human_request(strip_bot_mention(q.text, bot_user_id)):
+            if await self.support.first_time(q.event_id):
+                log.info("human_requested", thread_ts=q.reply_thread_ts)
+                await self.support.escalate_from_message(q.key, in_dm=in_dm)
+            return True
+        if await self.support.escalated(q.key):
+            log.info("escalated_thread_quiet", channel=q.channel_id, thread_ts=q.reply_thread_ts)
+            return True
+        if self.access is not None:
+            refusal = await self.access.refusal(q, mention=mention)
+            if refusal is not None:
+                if await self.support.first_time(q.event_id):
+                    await self.support.refuse(
+                        q.team_id, q.channel_id, q.user_id, refusal, q.thread_ts
+                    )
+                return True
+        return False
 
 
 async def _stop(
@@ -174,6 +254,7 @@ async def _stop(
 async def _on_user_message(
     answerer: Answers,
     assistant: Assistant,
+    gates: Gates,
     body: dict[str, Any],
     event: dict[str, Any],
     bot_user_id: str | None,
@@ -184,7 +265,10 @@ async def _on_user_message(
         if is_stop(text, bot_user_id):
             await _stop(answerer, assistant, body, event, tell=True)
             return
-        await answerer.answer(_question(body, event, strip_bot_mention(text, None)))
+        q = _question(body, event, strip_bot_mention(text, None))
+        if await gates.handled_before_answer(q, bot_user_id, mention=False):
+            return
+        await answerer.answer(q)
         return
     thread_ts = event.get("thread_ts")
     if not thread_ts:
@@ -207,5 +291,7 @@ async def _on_user_message(
         r = StopRequest.read(body, event)
         if r is not None:
             await assistant.nothing_to_stop(r.team_id, r.channel_id, r.user_id, r.thread_ts)
+        return
+    if await gates.handled_before_answer(q, bot_user_id, mention=False):
         return
     await answerer.answer(q)

@@ -42,6 +42,7 @@ from bot.alerts import OperatorAlerts
 from bot.errors import SlackDeliveryError
 from bot.render import render_answer, status_text
 from bot.render.answer import NATIVE_MAX_CHARS, answer_markdown
+from bot.render.feedback import answer_actions, rateable
 from bot.render.labels import AGENT_LABELS, agent_subject, seconds, shorten
 from bot.render.safety import plain
 from bot.render.sources import sources_markdown, task_sources
@@ -99,6 +100,9 @@ class ClassicStream(Protocol):
 
     @property
     def channel_gone(self) -> bool: ...
+
+    @property
+    def reply_ts(self) -> str | None: ...
 
     @property
     def truncated(self) -> bool: ...
@@ -258,6 +262,13 @@ class NativeAnswerStream(ThreadExtras):
         self._classic: ClassicStream | None = None
         self._adopted = False  # `_classic` edits the streamed message (rather than its own)
         self._gone = False  # Slack said mid-answer that the bot cannot write here any more
+
+    @property
+    def reply_ts(self) -> str | None:
+        """The ts of the answer's last message (where its feedback buttons are), if any."""
+        if self._classic is not None:
+            return self._classic.reply_ts
+        return self.ts
 
     @property
     def channel_gone(self) -> bool:
@@ -673,6 +684,7 @@ class NativeAnswerStream(ThreadExtras):
         text = "\n\n".join(tail)
         if text and self._streamed.strip():
             text = f"\n\n{text}"
+        buttons = rateable(state)  # feedback and "New conversation" under the answer
         while True:
             cards = self._changed_cards(with_sources=True)
             chunks: list[dict[str, Any]] = list(cards.values())
@@ -681,11 +693,17 @@ class NativeAnswerStream(ThreadExtras):
             args: dict[str, Any] = {"channel": self.channel, "ts": self.ts}
             if chunks:
                 args["chunks"] = chunks
+            if buttons:
+                args["blocks"] = [answer_actions()]
             try:
                 await self.p.caller.call_reliably("chat.stopStream", self.stops, **args)
             except SlackDeliveryError as exc:
                 if self._cards_refused(exc, _Append(args, text, cards)):
                     continue  # once more, text only
+                if buttons and exc.error in CHUNK_ERRORS:  # the answer matters more
+                    log.warning("native_feedback_buttons_refused", error=exc.error)
+                    buttons = False
+                    continue
                 raise
             break
         self.calls += 1

@@ -78,6 +78,8 @@ FIRST_TEXT_FACTOR = 0.25
 METADATA_TYPE = "powabot_answer"  # Slack message metadata event_type on every answer post
 READS_PER_SECOND = 45 / 60  # conversations.replies: Tier 3, per workspace
 READ_BURST = 3.0
+# Slack refusing a message's blocks: the message is sent again as its text alone.
+BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"})
 LOOKUP_PAGES = 5  # thread pages (200 messages each) searched for a post that may have landed
 # What a message adopted from elsewhere shows: never equal to a render, so it gets edited.
 UNKNOWN = SlackMessage(text="\u0000")
@@ -263,6 +265,11 @@ class AnswerStream(ThreadExtras):
     @property
     def edits(self) -> Budget:
         return self.p.budgets.edits(self.team_id)
+
+    @property
+    def reply_ts(self) -> str | None:
+        """The ts of the answer's last message (where its feedback buttons are), if posted."""
+        return self.sent[-1].ts if self.sent else None
 
     @property
     def channel_gone(self) -> bool:
@@ -609,7 +616,7 @@ class AnswerStream(ThreadExtras):
         args = {"channel": self.channel, "ts": self.sent[index].ts, **payload_args(payload)}
         try:
             if reliable:
-                await self.p.caller.call_reliably("chat.update", self.edits, **args)
+                await self._update_reliably(args)
             else:
                 await self.p.caller.call("chat.update", self.edits, **args)
         except (RateLimited, Transient):
@@ -629,6 +636,19 @@ class AnswerStream(ThreadExtras):
         self.sent[index] = Sent(self.sent[index].ts, payload)
         self._last_edit = self.p.clock()
         return True
+
+    async def _update_reliably(self, args: dict[str, Any]) -> None:
+        """The final edit; should Slack refuse its blocks (the answer's sections and feedback
+        buttons), it goes again as text alone: the answer never waits on its buttons."""
+        try:
+            await self.p.caller.call_reliably("chat.update", self.edits, **args)
+        except SlackDeliveryError as exc:
+            if exc.error not in BLOCK_ERRORS or not args.get("blocks"):
+                raise
+            log.warning("slack_blocks_refused_sending_text_only", error=exc.error)
+            await self.p.caller.call_reliably(
+                "chat.update", self.edits, **{k: v for k, v in args.items() if k != "blocks"}
+            )
 
     def _write_failed(self, exc: SlackDeliveryError) -> None:
         """An intermediate write was refused: a gone channel stops all writes, anything else
@@ -709,6 +729,12 @@ class AnswerStream(ThreadExtras):
                 if exc.ambiguous:
                     self._unsure.add(index)
                 raise
+            except SlackDeliveryError as exc:
+                if exc.error not in BLOCK_ERRORS or not args.get("blocks"):
+                    raise
+                log.warning("slack_blocks_refused_sending_text_only", error=exc.error)
+                del args["blocks"]  # the next attempt (and any retry) posts the text alone
+                raise Transient(f"blocks refused: {exc.error}") from exc
             self.calls += 1
             return Sent(str(data["ts"]), payload)
 

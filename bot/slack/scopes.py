@@ -42,6 +42,9 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "conversations.history": frozenset({"channels:history", "groups:history", "im:history"}),
     "conversations.info": frozenset({"channels:read", "groups:read", "im:read"}),
     "users.info": frozenset({"users:read"}),
+    "usergroups.list": frozenset({"usergroups:read"}),
+    "usergroups.users.list": frozenset({"usergroups:read"}),
+    "views.publish": frozenset(),  # "No scopes required" (the app's own Home tab)
     "reactions.add": frozenset({"reactions:write"}),
     "reactions.remove": frozenset({"reactions:write"}),
 }
@@ -89,6 +92,13 @@ METHODS: frozenset[str] = frozenset(
         "files.completeUploadExternal",
         # after an ambiguous post failure: did it land? (bot/slack/publisher.py)
         "conversations.replies",
+        # App Home: each user's conversations, the admins' settings form (bot/slack/home.py);
+        # admin rights, and who may ask by user group (bot/slack/access.py)
+        "views.publish",
+        "chat.getPermalink",
+        "users.info",
+        "usergroups.list",
+        "usergroups.users.list",
     }
 )
 
@@ -107,8 +117,8 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "agent_session_stopped": ("agent_session_stopped",),
 }
 
-# powabot registers no action, view, shortcut or command listener: interactivity stays off.
-INTERACTIVITY = False
+# Buttons (block actions): feedback and support under answers, Save in the App Home tab.
+INTERACTIVITY = True
 
 
 def bot_events() -> frozenset[str]:

@@ -75,6 +75,74 @@ class OpenAnswer:
 
 
 @dataclass(frozen=True)
+class AnswerRecord:
+    """One delivered answer, kept for feedback, escalation and export (`answer_log`).
+
+    `reply_ts` is the ts of the answer's last message in Slack (it carries the feedback
+    buttons): what a feedback click or a "Talk to a person" click names. Texts are capped at
+    `QUESTION_MAX` characters.
+    """
+
+    key: ThreadKey  # the conversation (asker, thread)
+    reply_ts: str
+    run_id: str | None
+    question: str
+    answer: str
+    status: str  # the run's end: done / failed / stopped
+    specialists: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # what the answer showed, "Title (KB) <url>" lines
+    tokens: int | None = None
+    created_at: datetime | None = None  # set by the store
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One rating of one answer by one Slack user (a second click replaces the first)."""
+
+    team_id: str
+    channel_id: str
+    reply_ts: str  # the rated answer (`AnswerRecord.reply_ts`)
+    rater_id: str  # the Slack user who clicked (may differ from the asker)
+    rating: int  # 1 (positive) or -1 (negative)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A conversation handed to a person; the bot stays quiet in its thread until resolved."""
+
+    id: int | None  # set by the store
+    key: ThreadKey  # the asker's conversation
+    run_id: str | None
+    specialist: str | None
+    requested_by: str  # Slack user who asked for a person
+    channel_id: str  # the escalation channel
+    message_ts: str | None = None  # the escalation message there, once posted
+    created_at: datetime | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One rating with everything an admin needs to improve the knowledge bases."""
+
+    rated_at: datetime
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    asker_id: str
+    rater_id: str
+    rating: int
+    run_id: str | None
+    question: str
+    answer: str
+    specialists: tuple[str, ...]
+    sources: tuple[str, ...]
+    tokens: int | None
+    escalations: int  # escalations of that conversation
+
+
+@dataclass(frozen=True)
 class StoreHealth:
     backend: str
     reachable: bool
@@ -171,3 +239,53 @@ class SessionStore(Protocol):
         `owner` with a fresh lease and one more attempt; never the same row to two callers."""
 
     async def health(self) -> StoreHealth: ...
+
+    # The support loop (issue 13): answers kept, ratings, escalations, fresh starts, settings.
+
+    async def record_answer(self, record: AnswerRecord) -> None:
+        """Keep a delivered answer (upsert on team, channel, reply_ts)."""
+
+    async def get_answer(self, team_id: str, channel_id: str, reply_ts: str) -> AnswerRecord | None:
+        """The answer whose message is `reply_ts`; None when unknown or its conversation was
+        deleted."""
+
+    async def record_feedback(self, feedback: Feedback) -> bool:
+        """Store a rating (the same rater on the same answer replaces theirs); False when the
+        answer or its conversation is gone (the rating is dropped)."""
+
+    async def feedback_export(self, *, since: datetime | None = None) -> list[ExportRow]:
+        """Every rating (oldest first) with its answer, for `powabot feedback export`."""
+
+    async def open_escalation(self, escalation: Escalation) -> Escalation:
+        """Record a hand-over; returns it with its id. An escalation already open in the same
+        thread is returned instead (one at a time)."""
+
+    async def set_escalation_message(self, escalation_id: int, message_ts: str) -> None: ...
+
+    async def active_escalation(self, key: ThreadKey) -> Escalation | None:
+        """The open escalation of this conversation (the bot stays quiet meanwhile)."""
+
+    async def resolve_escalation(
+        self, escalation_id: int, *, resolved_by: str
+    ) -> Escalation | None:
+        """Close it (first resolver wins); None when unknown or already resolved."""
+
+    async def reset_session(self, key: ThreadKey, agent_session_id: str) -> ChatSession | None:
+        """A fresh start: the conversation's current mapping is copied to its history
+        (`chat_session_history`) and the thread then maps to `agent_session_id`. None when the
+        thread had no conversation yet (nothing to reset)."""
+
+    async def session_history(self, key: ThreadKey) -> list[ChatSession]:
+        """Earlier mappings of this conversation, oldest first."""
+
+    async def recent_sessions(
+        self, team_id: str, user_id: str, limit: int = 5
+    ) -> list[ChatSession]:
+        """The user's conversations in that workspace, most recently active first."""
+
+    async def get_workspace_settings(self, team_id: str) -> dict[str, Any] | None:
+        """The workspace's admin settings as saved (None: defaults)."""
+
+    async def save_workspace_settings(
+        self, team_id: str, settings: dict[str, Any], *, updated_by: str
+    ) -> None: ...

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from bot.store.base import AnswerClaim, AnswerKey, ChatSession, OpenAnswer, ThreadKey
+from bot.store.base import (
+    QUESTION_MAX,
+    AnswerClaim,
+    AnswerKey,
+    AnswerRecord,
+    ChatSession,
+    Escalation,
+    ExportRow,
+    OpenAnswer,
+    ThreadKey,
+)
 
 SESSION_COLUMNS = (
     "agent_session_id",
@@ -48,7 +58,61 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "slack_identities": ("team_id", "slack_user_id", "email", "user_id"),
     "slack_budget": ("key", "tat"),  # 008: the Slack budget shared by the replicas
+    # 010-013: the support loop (answers kept, ratings, escalations, history, settings).
+    "answer_log": (
+        "id",
+        "chat_session_id",
+        *SLACK_KEY_COLUMNS,
+        "reply_ts",
+        "run_id",
+        "question",
+        "answer",
+        "status",
+        "specialists",
+        "sources",
+        "tokens",
+        "created_at",
+    ),
+    "chat_feedback": (
+        "chat_session_id",
+        "run_id",
+        "rating",
+        "slack_team_id",
+        "slack_channel_id",
+        "reply_ts",
+        "slack_user_id",
+        "answer_log_id",
+        "updated_at",
+    ),
+    "escalations": (
+        "id",
+        "chat_session_id",
+        *SLACK_KEY_COLUMNS,
+        "run_id",
+        "specialist",
+        "requested_by",
+        "escalation_channel_id",
+        "message_ts",
+        "created_at",
+        "resolved_by",
+        "resolved_at",
+    ),
+    "chat_session_history": (
+        "chat_session_id",
+        *SLACK_KEY_COLUMNS,
+        "agent_session_id",
+        "title",
+        "last_run_id",
+        "last_run_status",
+        "started_at",
+        "archived_at",
+    ),
+    "workspace_settings": ("slack_team_id", "settings", "updated_by", "updated_at"),
 }
+
+ANSWER_COLUMNS = REQUIRED_COLUMNS["answer_log"]
+ESCALATION_COLUMNS = REQUIRED_COLUMNS["escalations"]
+HISTORY_COLUMNS = REQUIRED_COLUMNS["chat_session_history"]
 
 
 # 007: one row per Powabase session id, and web users may not change a row's id.
@@ -135,3 +199,169 @@ def open_answer_from_row(row: Mapping[str, Any]) -> OpenAnswer:
         reply_ts=row["reply_ts"],
         reply_native=bool(row["reply_native"]),
     )
+
+
+# The support loop (issue 13): rows of sql/010-013 as the store's dataclasses. asyncpg returns
+# jsonb as text and timestamps as datetimes; PostgREST returns parsed JSON and ISO strings.
+
+
+def capped(text: str) -> str:
+    """A question or answer as kept: at most QUESTION_MAX characters."""
+    return text[:QUESTION_MAX]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A JSON array of strings (jsonb as text or parsed) as a tuple."""
+    items = _json(value) or []
+    return tuple(str(item) for item in items)
+
+
+def aware(when: datetime | None) -> datetime | None:
+    """A time for a timestamptz comparison: a naive one is taken as UTC."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=UTC)
+
+
+def _maybe_timestamp(value: Any) -> datetime | None:
+    return None if value is None else _timestamp(value)
+
+
+def row_key(row: Mapping[str, Any]) -> ThreadKey:
+    """The Slack key columns of a row as a ThreadKey."""
+    return ThreadKey(*(row[c] for c in SLACK_KEY_COLUMNS))
+
+
+def answer_params(record: AnswerRecord) -> tuple[Any, ...]:
+    """`answer_log_record`'s arguments, in order (jsonb as JSON text)."""
+    key = record.key
+    return (
+        key.team_id,
+        key.channel_id,
+        key.thread_ts,
+        key.user_id,
+        record.reply_ts,
+        record.run_id,
+        capped(record.question),
+        capped(record.answer),
+        record.status,
+        json.dumps(list(record.specialists)),
+        json.dumps(list(record.sources)),
+        record.tokens,
+    )
+
+
+ANSWER_PARAMS = (
+    "p_team_id",
+    "p_channel_id",
+    "p_thread_ts",
+    "p_user_id",
+    "p_reply_ts",
+    "p_run_id",
+    "p_question",
+    "p_answer",
+    "p_status",
+    "p_specialists",
+    "p_sources",
+    "p_tokens",
+)
+
+
+def answer_from_row(row: Mapping[str, Any]) -> AnswerRecord:
+    return AnswerRecord(
+        key=row_key(row),
+        reply_ts=row["reply_ts"],
+        run_id=row["run_id"],
+        question=row["question"],
+        answer=row["answer"],
+        status=row["status"],
+        specialists=_strings(row["specialists"]),
+        sources=_strings(row["sources"]),
+        tokens=row["tokens"],
+        created_at=_maybe_timestamp(row["created_at"]),
+    )
+
+
+def escalation_from_row(row: Mapping[str, Any]) -> Escalation:
+    return Escalation(
+        id=int(row["id"]),
+        key=row_key(row),
+        run_id=row["run_id"],
+        specialist=row["specialist"],
+        requested_by=row["requested_by"],
+        channel_id=row["escalation_channel_id"],
+        message_ts=row["message_ts"],
+        created_at=_maybe_timestamp(row["created_at"]),
+        resolved_by=row["resolved_by"],
+        resolved_at=_maybe_timestamp(row["resolved_at"]),
+    )
+
+
+def escalation_params(escalation: Escalation) -> tuple[Any, ...]:
+    """`escalation_open`'s arguments, in order."""
+    key = escalation.key
+    return (
+        key.team_id,
+        key.channel_id,
+        key.thread_ts,
+        key.user_id,
+        escalation.run_id,
+        escalation.specialist,
+        escalation.requested_by,
+        escalation.channel_id,
+    )
+
+
+ESCALATION_PARAMS = (
+    "p_team_id",
+    "p_channel_id",
+    "p_thread_ts",
+    "p_user_id",
+    "p_run_id",
+    "p_specialist",
+    "p_requested_by",
+    "p_escalation_channel_id",
+)
+
+
+def export_row_from_row(row: Mapping[str, Any]) -> ExportRow:
+    """A row of `chat_feedback_export` as an ExportRow."""
+    return ExportRow(
+        rated_at=_timestamp(row["rated_at"]),
+        team_id=row["team_id"],
+        channel_id=row["channel_id"],
+        thread_ts=row["thread_ts"],
+        asker_id=row["asker_id"],
+        rater_id=row["rater_id"],
+        rating=int(row["rating"]),
+        run_id=row["run_id"],
+        question=row["question"],
+        answer=row["answer"],
+        specialists=_strings(row["specialists"]),
+        sources=_strings(row["sources"]),
+        tokens=row["tokens"],
+        escalations=int(row["escalations"]),
+    )
+
+
+def history_from_row(row: Mapping[str, Any]) -> ChatSession:
+    """A `chat_session_history` row as the ChatSession it was (from start to reset)."""
+    return ChatSession(
+        key=row_key(row),
+        agent_session_id=row["agent_session_id"],
+        title=row["title"],
+        created_at=_timestamp(row["started_at"]),
+        updated_at=_timestamp(row["archived_at"]),
+        last_run_id=row["last_run_id"],
+        last_run_status=row["last_run_status"],
+    )
+
+
+def settings_from_value(value: Any) -> dict[str, Any] | None:
+    """The `settings` jsonb (text or parsed) as a dict."""
+    settings = _json(value)
+    return dict(settings) if isinstance(settings, dict) else None

@@ -6,8 +6,10 @@ or a role with BYPASSRLS: the bot writes rows that the web app's RLS policy woul
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,20 +22,37 @@ from bot.store.base import (
     PRUNE_EVERY,
     AnswerClaim,
     AnswerKey,
+    AnswerRecord,
     ChatSession,
+    Escalation,
+    ExportRow,
+    Feedback,
     OpenAnswer,
     StoreHealth,
     ThreadKey,
 )
 from bot.store.pg_common import (
+    ANSWER_COLUMNS,
+    ESCALATION_COLUMNS,
+    HISTORY_COLUMNS,
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
+    SLACK_KEY_COLUMNS,
     UNIQUE_SESSION_ID_INDEX,
+    answer_from_row,
     answer_keys_json,
+    answer_params,
+    aware,
+    escalation_from_row,
+    escalation_params,
+    export_row_from_row,
+    history_from_row,
     missing_columns,
     open_answer_from_row,
+    row_key,
     session_from_row,
     session_id_lock_missing,
+    settings_from_value,
     trace_json,
 )
 
@@ -90,6 +109,43 @@ select coalesce((select indisunique from pg_index
 """
 
 _TABLE_EXISTS = "select to_regclass($1) is not null"
+
+# The support loop (sql/010-013): the atomic statements are functions shared with Supabase.
+_RECORD_ANSWER = (
+    "select public.answer_log_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb,"
+    " $11::jsonb, $12)"
+)
+_GET_ANSWER = f"""
+select {", ".join(ANSWER_COLUMNS)} from public.answer_log
+ where slack_team_id = $1 and slack_channel_id = $2 and reply_ts = $3
+"""
+_RECORD_FEEDBACK = "select public.chat_feedback_record($1, $2, $3, $4, $5)"
+_EXPORT = "select * from public.chat_feedback_export($1)"
+_OPEN_ESCALATION = "select * from public.escalation_open($1, $2, $3, $4, $5, $6, $7, $8)"
+_SET_ESCALATION_MESSAGE = "update public.escalations set message_ts = $2 where id = $1"
+_ACTIVE_ESCALATION = f"""
+select {", ".join(ESCALATION_COLUMNS)} from public.escalations
+ where slack_team_id = $1 and slack_channel_id = $2 and slack_thread_ts = $3
+   and resolved_at is null
+"""
+_RESOLVE_ESCALATION = "select * from public.escalation_resolve($1, $2)"
+_RESET_SESSION = "select * from public.chat_session_reset($1, $2, $3, $4, $5)"
+_SESSION_HISTORY = f"""
+select {", ".join(HISTORY_COLUMNS)} from public.chat_session_history where {_KEY_MATCH}
+ order by id
+"""
+_RECENT_SESSIONS = f"""
+select {_COLUMNS}, {", ".join(SLACK_KEY_COLUMNS)} from public.chat_sessions
+ where slack_team_id = $1 and slack_user_id = $2
+ order by updated_at desc, created_at desc limit $3
+"""
+_GET_SETTINGS = "select settings from public.workspace_settings where slack_team_id = $1"
+_SAVE_SETTINGS = """
+insert into public.workspace_settings (slack_team_id, settings, updated_by)
+values ($1, $2::jsonb, $3)
+on conflict (slack_team_id) do update
+   set settings = excluded.settings, updated_by = excluded.updated_by
+"""
 
 # Per replica, besides the store's pool. A reservation holds one for about a millisecond; a
 # burst of final edits queues for them (that wait is not "Postgres unreachable": StoreBusy).
@@ -365,6 +421,89 @@ class PostgresStore:
         async with self._translate(f"looking for table {name}"):
             found = await self.pool.fetchval(_TABLE_EXISTS, f"public.{name}")
         return bool(found)
+
+    # The support loop (issue 13; sql/010-013).
+
+    async def record_answer(self, record: AnswerRecord) -> None:
+        async with self._translate("record_answer"):
+            kept = await self.pool.fetchval(_RECORD_ANSWER, *answer_params(record))
+        if not kept:
+            log.warning("answer_not_recorded", reason="no conversation", reply_ts=record.reply_ts)
+
+    async def get_answer(self, team_id: str, channel_id: str, reply_ts: str) -> AnswerRecord | None:
+        async with self._translate("get_answer"):
+            row = await self.pool.fetchrow(_GET_ANSWER, team_id, channel_id, reply_ts)
+        return None if row is None else answer_from_row(row)
+
+    async def record_feedback(self, feedback: Feedback) -> bool:
+        async with self._translate("record_feedback"):
+            kept = await self.pool.fetchval(
+                _RECORD_FEEDBACK,
+                feedback.team_id,
+                feedback.channel_id,
+                feedback.reply_ts,
+                feedback.rater_id,
+                feedback.rating,
+            )
+        return bool(kept)
+
+    async def feedback_export(self, *, since: datetime | None = None) -> list[ExportRow]:
+        async with self._translate("feedback_export"):
+            rows = await self.pool.fetch(_EXPORT, aware(since))
+        return [export_row_from_row(row) for row in rows]
+
+    async def open_escalation(self, escalation: Escalation) -> Escalation:
+        async with self._translate("open_escalation"):
+            row = await self.pool.fetchrow(_OPEN_ESCALATION, *escalation_params(escalation))
+        if row is None:
+            raise StoreError(f"Postgres store {self.target}: open_escalation returned no row")
+        return escalation_from_row(row)
+
+    async def set_escalation_message(self, escalation_id: int, message_ts: str) -> None:
+        async with self._translate("set_escalation_message"):
+            await self.pool.execute(_SET_ESCALATION_MESSAGE, escalation_id, message_ts)
+
+    async def active_escalation(self, key: ThreadKey) -> Escalation | None:
+        async with self._translate("active_escalation"):
+            row = await self.pool.fetchrow(
+                _ACTIVE_ESCALATION, key.team_id, key.channel_id, key.thread_ts
+            )
+        return None if row is None else escalation_from_row(row)
+
+    async def resolve_escalation(
+        self, escalation_id: int, *, resolved_by: str
+    ) -> Escalation | None:
+        async with self._translate("resolve_escalation"):
+            row = await self.pool.fetchrow(_RESOLVE_ESCALATION, escalation_id, resolved_by)
+        return None if row is None else escalation_from_row(row)
+
+    async def reset_session(self, key: ThreadKey, agent_session_id: str) -> ChatSession | None:
+        async with self._translate("reset_session"):
+            row = await self.pool.fetchrow(_RESET_SESSION, *_key_args(key), agent_session_id)
+        return None if row is None else session_from_row(key, row)
+
+    async def session_history(self, key: ThreadKey) -> list[ChatSession]:
+        async with self._translate("session_history"):
+            rows = await self.pool.fetch(_SESSION_HISTORY, *_key_args(key))
+        return [history_from_row(row) for row in rows]
+
+    async def recent_sessions(
+        self, team_id: str, user_id: str, limit: int = 5
+    ) -> list[ChatSession]:
+        async with self._translate("recent_sessions"):
+            rows = await self.pool.fetch(_RECENT_SESSIONS, team_id, user_id, limit)
+        return [session_from_row(row_key(row), row) for row in rows]
+
+    async def get_workspace_settings(self, team_id: str) -> dict[str, Any] | None:
+        async with self._translate("get_workspace_settings"):
+            value = await self.pool.fetchval(_GET_SETTINGS, team_id)
+        return settings_from_value(value)
+
+    async def save_workspace_settings(
+        self, team_id: str, settings: dict[str, Any], *, updated_by: str
+    ) -> None:
+        async with self._translate("save_workspace_settings"):
+            await self.pool.execute(_SAVE_SETTINGS, team_id, json.dumps(settings), updated_by)
 
 
 def _key_args(key: ThreadKey) -> tuple[str, str, str, str]:

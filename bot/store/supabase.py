@@ -27,19 +27,38 @@ from bot.store.base import (
     PRUNE_EVERY,
     AnswerClaim,
     AnswerKey,
+    AnswerRecord,
     ChatSession,
+    Escalation,
+    ExportRow,
+    Feedback,
     OpenAnswer,
     StoreHealth,
     ThreadKey,
 )
 from bot.store.pg_common import (
+    ANSWER_COLUMNS,
+    ANSWER_PARAMS,
+    ESCALATION_COLUMNS,
+    ESCALATION_PARAMS,
+    HISTORY_COLUMNS,
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
+    SLACK_KEY_COLUMNS,
     SLACK_KEY_CONFLICT,
+    answer_from_row,
     answer_keys_json,
+    answer_params,
+    aware,
+    escalation_from_row,
+    escalation_params,
+    export_row_from_row,
+    history_from_row,
     key_values,
     open_answer_from_row,
+    row_key,
     session_from_row,
+    settings_from_value,
     trace_json,
 )
 
@@ -286,6 +305,159 @@ class SupabaseStore:
         params = {"p_owner": owner, "p_lease_seconds": lease, "p_limit": limit}
         rows = await self._rpc("slack_answer_take_over", params, "take_over_answers")
         return [open_answer_from_row(row) for row in rows or []]
+
+    # The support loop (issue 13; sql/010-013): plain reads and writes through the table API,
+    # the statements that must be atomic through sql's functions (/rpc).
+
+    def _rows(self, data: Any, action: str) -> list[dict[str, Any]]:
+        """A PostgREST answer that must be a JSON array of objects."""
+        rows = data or []
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise StoreError(f"Supabase store {self.url}: {action}: unexpected answer {rows!r}")
+        return rows
+
+    async def record_answer(self, record: AnswerRecord) -> None:
+        values = answer_params(record)
+        params = dict(zip(ANSWER_PARAMS, values, strict=True))
+        params["p_specialists"] = list(record.specialists)
+        params["p_sources"] = list(record.sources)
+        kept = await self._rpc("answer_log_record", params, "record_answer")
+        if kept is not True:
+            log.warning("answer_not_recorded", reason="no conversation", reply_ts=record.reply_ts)
+
+    async def get_answer(self, team_id: str, channel_id: str, reply_ts: str) -> AnswerRecord | None:
+        query = (
+            self.client.table("answer_log")
+            .select(",".join(ANSWER_COLUMNS))
+            .eq("slack_team_id", team_id)
+            .eq("slack_channel_id", channel_id)
+            .eq("reply_ts", reply_ts)
+            .limit(1)
+        )
+        async with self._translate("get_answer"):
+            response = await query.execute()
+        row = self._first_row(response.data, "get_answer")
+        return None if row is None else answer_from_row(row)
+
+    async def record_feedback(self, feedback: Feedback) -> bool:
+        params = {
+            "p_team_id": feedback.team_id,
+            "p_channel_id": feedback.channel_id,
+            "p_reply_ts": feedback.reply_ts,
+            "p_rater_id": feedback.rater_id,
+            "p_rating": feedback.rating,
+        }
+        kept = await self._rpc("chat_feedback_record", params, "record_feedback")
+        return kept is True
+
+    async def feedback_export(self, *, since: datetime | None = None) -> list[ExportRow]:
+        when = aware(since)
+        params = {"p_since": None if when is None else when.isoformat()}
+        data = await self._rpc("chat_feedback_export", params, "feedback_export")
+        return [export_row_from_row(row) for row in self._rows(data, "feedback_export")]
+
+    async def open_escalation(self, escalation: Escalation) -> Escalation:
+        params = dict(zip(ESCALATION_PARAMS, escalation_params(escalation), strict=True))
+        data = await self._rpc("escalation_open", params, "open_escalation")
+        rows = self._rows(data, "open_escalation")
+        if not rows:
+            raise StoreError(f"Supabase store {self.url}: open_escalation returned no row")
+        return escalation_from_row(rows[0])
+
+    async def set_escalation_message(self, escalation_id: int, message_ts: str) -> None:
+        query = (
+            self.client.table("escalations")
+            .update({"message_ts": message_ts}, returning=ReturnMethod.minimal)
+            .eq("id", escalation_id)
+        )
+        async with self._translate("set_escalation_message"):
+            await query.execute()
+
+    async def active_escalation(self, key: ThreadKey) -> Escalation | None:
+        query = (
+            self.client.table("escalations")
+            .select(",".join(ESCALATION_COLUMNS))
+            .eq("slack_team_id", key.team_id)
+            .eq("slack_channel_id", key.channel_id)
+            .eq("slack_thread_ts", key.thread_ts)
+            .is_("resolved_at", "null")
+            .limit(1)
+        )
+        async with self._translate("active_escalation"):
+            response = await query.execute()
+        row = self._first_row(response.data, "active_escalation")
+        return None if row is None else escalation_from_row(row)
+
+    async def resolve_escalation(
+        self, escalation_id: int, *, resolved_by: str
+    ) -> Escalation | None:
+        params = {"p_id": escalation_id, "p_resolved_by": resolved_by}
+        data = await self._rpc("escalation_resolve", params, "resolve_escalation")
+        rows = self._rows(data, "resolve_escalation")
+        return escalation_from_row(rows[0]) if rows else None
+
+    async def reset_session(self, key: ThreadKey, agent_session_id: str) -> ChatSession | None:
+        params = {
+            "p_team_id": key.team_id,
+            "p_channel_id": key.channel_id,
+            "p_thread_ts": key.thread_ts,
+            "p_user_id": key.user_id,
+            "p_agent_session_id": agent_session_id,
+        }
+        data = await self._rpc("chat_session_reset", params, "reset_session")
+        rows = self._rows(data, "reset_session")
+        return session_from_row(key, rows[0]) if rows else None
+
+    async def session_history(self, key: ThreadKey) -> list[ChatSession]:
+        query = self.client.table("chat_session_history").select(",".join(HISTORY_COLUMNS))
+        for column, value in key_values(key).items():
+            query = query.eq(column, value)
+        async with self._translate("session_history"):
+            response = await query.order("id").execute()
+        return [history_from_row(row) for row in self._rows(response.data, "session_history")]
+
+    async def recent_sessions(
+        self, team_id: str, user_id: str, limit: int = 5
+    ) -> list[ChatSession]:
+        query = (
+            self.client.table("chat_sessions")
+            .select(",".join((*SESSION_COLUMNS, *SLACK_KEY_COLUMNS)))
+            .eq("slack_team_id", team_id)
+            .eq("slack_user_id", user_id)
+            .order("updated_at", desc=True)
+            .order("created_at", desc=True)
+            .limit(limit)
+        )
+        async with self._translate("recent_sessions"):
+            response = await query.execute()
+        rows = self._rows(response.data, "recent_sessions")
+        return [session_from_row(row_key(row), row) for row in rows]
+
+    async def get_workspace_settings(self, team_id: str) -> dict[str, Any] | None:
+        query = (
+            self.client.table("workspace_settings")
+            .select("settings")
+            .eq("slack_team_id", team_id)
+            .limit(1)
+        )
+        async with self._translate("get_workspace_settings"):
+            response = await query.execute()
+        row = self._first_row(response.data, "get_workspace_settings")
+        return None if row is None else settings_from_value(row["settings"])
+
+    async def save_workspace_settings(
+        self, team_id: str, settings: dict[str, Any], *, updated_by: str
+    ) -> None:
+        row = {
+            "slack_team_id": team_id,
+            "settings": json.loads(json.dumps(settings)),
+            "updated_by": updated_by,
+        }
+        query = self.client.table("workspace_settings").upsert(
+            row, on_conflict="slack_team_id", returning=ReturnMethod.minimal
+        )
+        async with self._translate("save_workspace_settings"):
+            await query.execute()
 
     # Shared Slack budget (sql/008; bot.slack.shared_budget): one RPC per reservation.
 

@@ -1,7 +1,8 @@
 """Pure translation of PostgREST requests into SQL (no I/O).
 
 Supported, as PostgREST 12 does them: `select=` with plain column names or `*`; horizontal
-filters `col=op.value` with eq, neq, lt, lte, gt, gte and is (null/true/false); `limit=`;
+filters `col=op.value` with eq, neq, lt, lte, gt, gte and is (null/true/false); `order=`
+(`col[.asc|.desc][.nullsfirst|.nullslast]`, comma-separated) and `limit=` on reads;
 `on_conflict=` and `columns=` on POST; `Prefer: return=…, resolution=…, missing=default`.
 Anything else is answered with PostgREST's parse error (PGRST100) rather than guessed at.
 """
@@ -126,13 +127,43 @@ def parse_limit(raw: str | None) -> int | None:
     return int(raw)
 
 
+ORDER_DIRECTIONS = {"asc": "asc", "desc": "desc"}
+ORDER_NULLS = {"nullsfirst": "nulls first", "nullslast": "nulls last"}
+
+
+def order_clause(table: Table, raw: str | None) -> str:
+    """`order=updated_at.desc,id` → ` order by "updated_at" desc, "id"` (PostgREST's grammar:
+    a column, then optionally a direction and a nulls position, each after a dot)."""
+    if raw is None:
+        return ""
+    terms: list[str] = []
+    for term in raw.split(","):
+        column, *modifiers = term.strip().split(".")
+        if not column:
+            raise RequestError(400, "PGRST100", f'"failed to parse order ({raw})"')
+        sql = ident(table.column(column))
+        if modifiers and modifiers[0] in ORDER_DIRECTIONS:
+            sql += f" {ORDER_DIRECTIONS[modifiers.pop(0)]}"
+        if modifiers and modifiers[0] in ORDER_NULLS:
+            sql += f" {ORDER_NULLS[modifiers.pop(0)]}"
+        if modifiers:
+            raise RequestError(400, "PGRST100", f'"failed to parse order ({raw})"')
+        terms.append(sql)
+    return " order by " + ", ".join(terms)
+
+
 def build_read(
-    table: Table, params: Sequence[tuple[str, str]], select: str | None, limit: int | None
+    table: Table,
+    params: Sequence[tuple[str, str]],
+    select: str | None,
+    limit: int | None,
+    order: str | None = None,
 ) -> Statement:
     stmt = Statement("")
     where = where_clause(stmt, table, _filters(params))
+    order_sql = order_clause(table, order)
     limit_sql = f" limit {limit}" if limit is not None else ""
-    source = f"(select * from {table.sql_name} where {where}{limit_sql})"
+    source = f"(select * from {table.sql_name} where {where}{order_sql}{limit_sql})"
     stmt.sql = json_result(stmt, source, table, select)
     return stmt
 

@@ -258,7 +258,9 @@ class PostgrestStandin(LoopbackServer):
         async with self._pool.acquire() as conn, conn.transaction():
             table = await self._table(conn, schema, table_name)
             if method == "GET":
-                stmt = build_read(table, params, select, parse_limit(query.get("limit")))
+                stmt = build_read(
+                    table, params, select, parse_limit(query.get("limit")), query.get("order")
+                )
             elif method == "POST":
                 stmt = build_insert(
                     table,

@@ -10,6 +10,8 @@ from typing import Any
 
 from sandbox.slack.store import StoredMessage
 
+VERIFICATION_TOKEN = "standin-verification-token"  # the deprecated `token` in every payload
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -19,6 +21,18 @@ class Workspace:
     app_id: str
     bot_user_id: str
     bot_id: str
+    name: str = "Stand-in Workspace"
+    domain: str = "standin"
+    enterprise_id: str | None = None
+    enterprise_name: str | None = None
+    is_enterprise_install: bool = False
+
+    @property
+    def enterprise(self) -> dict[str, str] | None:
+        """``{"id", "name"}`` of the Enterprise Grid org the workspace belongs to, else None."""
+        if self.enterprise_id is None:
+            return None
+        return {"id": self.enterprise_id, "name": self.enterprise_name or self.enterprise_id}
 
 
 def channel_type_of(channel: str) -> str:
@@ -32,8 +46,8 @@ def channel_type_of(channel: str) -> str:
 
 def event_callback(event: dict[str, Any], *, ws: Workspace, event_id: str) -> dict[str, Any]:
     """The Events API outer payload (``type: event_callback``) wrapping one event."""
-    return {
-        "token": "standin-verification-token",
+    payload: dict[str, Any] = {
+        "token": VERIFICATION_TOKEN,
         "team_id": ws.team_id,
         "api_app_id": ws.app_id,
         "event": event,
@@ -42,24 +56,33 @@ def event_callback(event: dict[str, Any], *, ws: Workspace, event_id: str) -> di
         "event_time": int(time.time()),
         "authorizations": [
             {
-                "enterprise_id": None,
+                "enterprise_id": ws.enterprise_id,
                 "team_id": ws.team_id,
                 "user_id": ws.bot_user_id,
                 "is_bot": True,
-                "is_enterprise_install": False,
+                "is_enterprise_install": ws.is_enterprise_install,
             }
         ],
         "is_ext_shared_channel": False,
     }
+    if ws.enterprise_id is not None:
+        payload["enterprise_id"] = ws.enterprise_id
+    return payload
 
 
 def envelope(
-    payload: dict[str, Any], *, envelope_id: str, retry_attempt: int = 0, retry_reason: str = ""
+    payload: dict[str, Any],
+    *,
+    envelope_id: str,
+    retry_attempt: int = 0,
+    retry_reason: str = "",
+    kind: str = "events_api",
 ) -> dict[str, Any]:
-    """A Socket Mode ``events_api`` envelope around an event_callback payload."""
+    """A Socket Mode envelope: ``events_api`` around an event_callback payload, or
+    ``interactive`` around a block_actions payload (neither accepts a response payload)."""
     return {
         "envelope_id": envelope_id,
-        "type": "events_api",
+        "type": kind,
         "accepts_response_payload": False,
         "retry_attempt": retry_attempt,
         "retry_reason": retry_reason,

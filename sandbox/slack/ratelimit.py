@@ -78,12 +78,14 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
-    def _spec(self, method: str, args: Mapping[str, Any]) -> tuple[str, float, int] | None:
+    def _spec(
+        self, method: str, args: Mapping[str, Any], team: str
+    ) -> tuple[str, float, int] | None:
         limits = self.limits
         if limits is None:
             return None
         if method == "chat.update":
-            return "workspace", limits.update_per_minute_per_workspace / 60, limits.update_burst
+            return team, limits.update_per_minute_per_workspace / 60, limits.update_burst
         if method == "chat.postMessage":
             channel = str(args.get("channel", ""))
             return channel, limits.post_per_second_per_channel, limits.post_burst
@@ -94,12 +96,13 @@ class RateLimiter:
         }
         per_minute, burst = streaming.get(method, (None, 0))
         if per_minute is not None:
-            return "workspace", per_minute / 60, burst
+            return team, per_minute / 60, burst
         return None
 
-    def check(self, method: str, args: Mapping[str, Any]) -> int | None:
-        """Consume a token for this call; return Retry-After seconds if refused, else None."""
-        spec = self._spec(method, args)
+    def check(self, method: str, args: Mapping[str, Any], team: str = "") -> int | None:
+        """Consume a token for this call; return Retry-After seconds if refused, else None.
+        ``team``: the workspace of the calling token (each workspace has its own limits)."""
+        spec = self._spec(method, args, team)
         if spec is None:
             return None
         scope, rate, burst = spec

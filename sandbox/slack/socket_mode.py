@@ -63,6 +63,8 @@ class SocketModeHub:
         self.refused_connections = 0  # told too_many_websockets
         self._rng = random.Random(seed)
         self.acked: set[str] = set()
+        self.ack_payloads: dict[str, Any] = {}
+        """envelope_id → the ``payload`` an ack carried (only acks that carried one)."""
         self.deliveries: list[Delivery] = []
         self._on_change = on_change
         self._tickets: set[str] = set()
@@ -79,6 +81,10 @@ class SocketModeHub:
     @property
     def num_connections(self) -> int:
         return len(self._live)
+
+    def envelope(self, envelope_id: str) -> dict[str, Any]:
+        """The envelope sent with this id (KeyError for one never sent)."""
+        return self._envelopes[envelope_id]
 
     def issue_ticket(self) -> str:
         ticket = uuid.uuid4().hex
@@ -135,6 +141,8 @@ class SocketModeHub:
         envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
         if isinstance(envelope_id, str) and envelope_id in self._envelopes:
             self.acked.add(envelope_id)
+            if message.get("payload") is not None:
+                self.ack_payloads[envelope_id] = message["payload"]
             self._awaiting_ack.discard(envelope_id)
             timer = self._timers.pop(envelope_id, None)
             if timer is not None:
@@ -207,7 +215,7 @@ class SocketModeHub:
             self._queue.append(envelope_id)
             await self._flush_queue()
             return
-        event_id = str(env["payload"].get("event_id", ""))
+        event_id = str(env["payload"].get("event_id") or env["payload"].get("trigger_id") or "")
         self.deliveries.append(
             Delivery(
                 envelope_id,
@@ -236,6 +244,8 @@ class SocketModeHub:
         self._timers.pop(envelope_id, None)
         env = self._envelopes[envelope_id]
         if envelope_id not in self._awaiting_ack or env["retry_attempt"] >= self.max_retries:
+            return
+        if env.get("type") != "events_api":  # Slack retries events only; a click just fails
             return
         self.spawn(self.resend(envelope_id, "timeout"))
 

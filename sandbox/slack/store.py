@@ -49,15 +49,28 @@ class StoredMessage:
     reply_count: int = 0
     files: list[dict[str, Any]] | None = None
     """Files shared with this message (files.completeUploadExternal), as the API shows them."""
+    team: str | None = None
+    """The workspace it was posted in, when not the stand-in's own one."""
 
     @property
     def is_bot(self) -> bool:
         return self.bot_id is not None
 
+    @property
+    def recipient(self) -> str | None:
+        """For an ephemeral message (chat.postEphemeral): the one user who sees it."""
+        recipient = self.extra.get("recipient")
+        return str(recipient) if recipient is not None else None
+
     def to_api(self, team_id: str, *, metadata: bool = False) -> dict[str, Any]:
         """The message as Slack's Web API shows it (`metadata`: with the message metadata it
         was posted with, as reads asked for it with include_all_metadata show it)."""
-        out: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text, "team": team_id}
+        out: dict[str, Any] = {
+            "type": "message",
+            "ts": self.ts,
+            "text": self.text,
+            "team": self.team or team_id,
+        }
         if metadata and isinstance(self.extra.get("metadata"), dict):
             out["metadata"] = self.extra["metadata"]
         if self.user is not None:
@@ -91,6 +104,7 @@ class MessageStore:
         self._replies: dict[tuple[str, str], list[StoredMessage]] = {}
         self._bot_all: list[StoredMessage] = []
         self._bot_by_channel: dict[str, list[StoredMessage]] = {}
+        self._channels: set[str] = set()
         self._last_us = 0
 
     def next_ts(self) -> str:
@@ -102,6 +116,7 @@ class MessageStore:
     def add(self, message: StoredMessage) -> StoredMessage:
         """Store a new message (its ts must come from next_ts so threads stay ordered)."""
         self._messages[(message.channel, message.ts)] = message
+        self._channels.add(message.channel)
         if message.thread_ts is not None and message.thread_ts != message.ts:
             key = (message.channel, message.thread_ts)
             self._replies.setdefault(key, []).append(message)
@@ -113,6 +128,14 @@ class MessageStore:
             self._bot_all.append(message)
             self._bot_by_channel.setdefault(message.channel, []).append(message)
         return message
+
+    def has_channel(self, channel: str) -> bool:
+        """Has anything ever been posted in ``channel`` (or was it declared with `touch`)?"""
+        return channel in self._channels
+
+    def touch(self, channel: str) -> None:
+        """Declare ``channel`` as existing before any message is posted in it."""
+        self._channels.add(channel)
 
     def get(self, channel: str, ts: str) -> StoredMessage | None:
         return self._messages.get((channel, ts))

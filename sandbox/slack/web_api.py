@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.slack.events import Workspace, channel_type_of
+from sandbox.slack.interactivity import with_block_ids
 from sandbox.slack.store import MessageStore, StoredMessage, StreamMode
 
 MAX_MARKDOWN_TEXT = 12_000  # per chat.*Stream call
@@ -31,16 +32,26 @@ _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 # Arguments that are part of the message body; anything else the poster sends lands in `extra`.
 _MESSAGE_ARGS = {"channel", "text", "blocks", "attachments", "thread_ts", "token", "team_id"}
 _JSON_ARGS = (
-    "blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages", "files"
+    "blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages", "files", "view"
 )  # fmt: skip
+MAX_VIEW_BLOCKS = 100  # a Home tab / modal holds at most 100 blocks
+MAX_PRIVATE_METADATA = 3000
 
 
 class ApiError(Exception):
     """A Slack method refused the call with this error code."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, messages: list[str] | None = None) -> None:
         super().__init__(code)
         self.code = code
+        self.messages = messages or []
+        """What Slack adds under ``response_metadata.messages`` (``[ERROR] ...`` lines)."""
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": False, "error": self.code}
+        if self.messages:
+            out["response_metadata"] = {"messages": self.messages}
+        return out
 
 
 @dataclass
@@ -107,6 +118,86 @@ class StoredFile:
         }
 
 
+@dataclass
+class HomeView:
+    """A user's App Home tab as the app last published it (views.publish), with every earlier
+    version in ``history`` (oldest first, the current one last)."""
+
+    user: str
+    view: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.view["id"])
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        return list(self.view.get("blocks") or [])
+
+    @property
+    def text(self) -> str:
+        """Every text the Home tab shows, joined by newlines (for asserting on content)."""
+        return "\n".join(_texts(self.view.get("blocks") or []))
+
+
+def _texts(node: object) -> list[str]:
+    """All ``text`` strings in a block tree (section/header/context texts, button labels...)."""
+    if isinstance(node, list):
+        return [t for item in node for t in _texts(item)]
+    if not isinstance(node, dict):
+        return []
+    out: list[str] = []
+    for key, value in node.items():
+        if key == "text" and isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict | list):
+            out.extend(_texts(value))
+    return out
+
+
+@dataclass
+class UserGroup:
+    """A user group (``@support``) of one workspace: usergroups.list / usergroups.users.list."""
+
+    id: str
+    handle: str
+    users: list[str]
+    team_id: str
+    name: str = ""
+    disabled: bool = False
+
+    def to_api(self, *, include_users: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "team_id": self.team_id,
+            "is_usergroup": True,
+            "name": self.name or self.handle,
+            "handle": self.handle,
+            "description": "",
+            "date_delete": 1 if self.disabled else 0,
+            "user_count": len(self.users),
+        }
+        if include_users:
+            out["users"] = list(self.users)
+        return out
+
+
+@dataclass
+class OAuthGrant:
+    """What a user approved on Slack's install page: the code oauth.v2.access exchanges once."""
+
+    team_id: str
+    team_name: str
+    user: str
+    scope: str
+    redirect_uri: str | None = None
+    enterprise_id: str | None = None
+    enterprise_name: str | None = None
+    is_enterprise_install: bool = False
+    used: bool = False
+
+
 def _decode_json_args(args: dict[str, Any]) -> None:
     for name in _JSON_ARGS:
         value = args.get(name)
@@ -125,6 +216,36 @@ def _check_metadata(metadata: object) -> None:
         raise ApiError("invalid_metadata_format")
     if not isinstance(metadata.get("event_type"), str) or not metadata["event_type"]:
         raise ApiError("invalid_metadata_format")
+
+
+def _flag(value: object) -> bool:
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _view_problems(view: dict[str, Any]) -> list[str]:
+    """What Slack's views.publish says about a malformed Home tab view (empty when fine)."""
+    problems: list[str] = []
+    if view.get("type") != "home":
+        problems.append("[ERROR] must be 'home' [json-pointer:/view/type]")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        problems.append("[ERROR] missing required field: blocks [json-pointer:/view]")
+        return problems
+    if len(blocks) > MAX_VIEW_BLOCKS:
+        problems.append(
+            f"[ERROR] must be at most {MAX_VIEW_BLOCKS} items [json-pointer:/view/blocks]"
+        )
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict) or not _nonempty_str(block.get("type")):
+            problems.append(
+                f"[ERROR] missing required field: type [json-pointer:/view/blocks/{index}]"
+            )
+    if len(str(view.get("private_metadata") or "")) > MAX_PRIVATE_METADATA:
+        problems.append(
+            f"[ERROR] must be less than {MAX_PRIVATE_METADATA + 1} characters "
+            "[json-pointer:/view/private_metadata]"
+        )
+    return problems
 
 
 def _require(args: dict[str, Any], *names: str) -> None:
@@ -218,8 +339,12 @@ class WebApi:
         on_bot_message: Callable[[StoredMessage], None],
         channel_types: dict[str, str],
         upload_url: Callable[[str], str] = lambda file_id: f"http://127.0.0.1/upload/{file_id}",
+        install: Callable[[OAuthGrant], tuple[Workspace, str]] | None = None,
     ) -> None:
         self.ws = ws
+        self.caller = ws
+        """The workspace whose bot token made the call being answered (set by `call`)."""
+        self._install = install
         self.store = store
         self.config = config
         self._socket_url = socket_url
@@ -237,6 +362,14 @@ class WebApi:
         self.users: dict[str, dict[str, Any]] = {
             ws.bot_user_id: {"id": ws.bot_user_id, "name": "powabot", "real_name": "powabot"}
         }
+        self.home_views: dict[str, HomeView] = {}
+        self._view_ids = itertools.count(1)
+        self.usergroups: dict[str, UserGroup] = {}
+        self.members: dict[str, set[str]] = {}
+        """channel → its members, for channels a test declared (others: anyone is a member)."""
+        self.oauth_codes: dict[str, OAuthGrant] = {}
+        self.client_id = "0000000000.standin"
+        self.client_secret = "standin-client-secret"
         self.methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self.auth_test,
             "apps.connections.open": self.connections_open,
@@ -248,6 +381,11 @@ class WebApi:
             "reactions.add": self.reactions_add,
             "reactions.remove": self.reactions_remove,
             "users.info": self.users_info,
+            "usergroups.list": self.usergroups_list,
+            "usergroups.users.list": self.usergroups_users,
+            "views.publish": self.views_publish,
+            "chat.getPermalink": self.get_permalink,
+            "oauth.v2.access": self.oauth_access,
             "assistant.threads.setStatus": self.set_status,
             "assistant.threads.setTitle": self.set_title,
             "assistant.threads.setSuggestedPrompts": self.set_prompts,
@@ -259,12 +397,20 @@ class WebApi:
             "files.completeUploadExternal": self.complete_upload,
         }
 
-    def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    def call(
+        self, method: str, args: dict[str, Any], caller: Workspace | None = None
+    ) -> dict[str, Any]:
+        """Answer one call; ``caller``: the workspace of the bot token used (default: the
+        stand-in's own workspace)."""
         handler = self.methods.get(method)
         if handler is None:
             raise ApiError("unknown_method")
         _decode_json_args(args)
-        return {"ok": True, **handler(args)}
+        self.caller = caller or self.ws
+        try:
+            return {"ok": True, **handler(args)}
+        finally:
+            self.caller = self.ws
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -290,7 +436,7 @@ class WebApi:
         msg = self.store.get(channel, str(args.get("ts", "")))
         if msg is None:
             raise ApiError("message_not_found")
-        if msg.bot_id != self.ws.bot_id:
+        if msg.bot_id != self.caller.bot_id:
             raise ApiError("cant_update_message")
         self._check_channel(channel)
         return msg
@@ -312,15 +458,20 @@ class WebApi:
     # --- methods -----------------------------------------------------------------------------
 
     def auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "url": "https://standin.slack.com/",
-            "team": "Stand-in Workspace",
+        """Who the token is: the bot of the workspace that installed the app with it."""
+        ws = self.caller
+        out: dict[str, Any] = {
+            "url": f"https://{ws.domain}.slack.com/",
+            "team": ws.name,
             "user": "powabot",
-            "team_id": self.ws.team_id,
-            "user_id": self.ws.bot_user_id,
-            "bot_id": self.ws.bot_id,
-            "is_enterprise_install": False,
+            "team_id": ws.team_id,
+            "user_id": ws.bot_user_id,
+            "bot_id": ws.bot_id,
+            "is_enterprise_install": ws.is_enterprise_install,
         }
+        if ws.enterprise_id is not None:
+            out["enterprise_id"] = ws.enterprise_id
+        return out
 
     def connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self._socket_url()}
@@ -337,17 +488,18 @@ class WebApi:
                 channel=channel,
                 ts=self.store.next_ts(),
                 text=text,
-                user=self.ws.bot_user_id,
-                bot_id=self.ws.bot_id,
+                user=self.caller.bot_user_id,
+                bot_id=self.caller.bot_id,
                 thread_ts=args.get("thread_ts") or None,
                 blocks=args.get("blocks"),
                 attachments=args.get("attachments"),
                 extra={k: v for k, v in args.items() if k not in _MESSAGE_ARGS},
+                team=self.caller.team_id,
             )
         )
         self._replied(channel, msg.thread_ts)
         self._on_bot_message(msg)
-        return {"channel": channel, "ts": msg.ts, "message": msg.to_api(self.ws.team_id)}
+        return {"channel": channel, "ts": msg.ts, "message": msg.to_api(self.caller.team_id)}
 
     def delete(self, args: dict[str, Any]) -> dict[str, Any]:
         msg = self._bot_message(args)
@@ -373,22 +525,35 @@ class WebApi:
             "channel": msg.channel,
             "ts": msg.ts,
             "text": msg.text,
-            "message": msg.to_api(self.ws.team_id),
+            "message": msg.to_api(self.caller.team_id),
         }
 
     def post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A message only ``user`` sees, in ``channel`` (in the thread ``thread_ts``): refused
+        when the user is not a member of a channel whose members a test declared."""
         _require(args, "channel", "user")
-        self._check_channel(str(args["channel"]))
+        channel, user = str(args["channel"]), str(args["user"])
+        if not _USER_ID.match(user):
+            raise ApiError("user_not_found")
+        self._check_channel(channel)
+        members = self.members.get(channel)
+        if members is not None and user not in members:
+            raise ApiError("user_not_in_channel")
         text = str(args.get("text") or "")
+        if not text and not args.get("blocks") and not args.get("attachments"):
+            raise ApiError("no_text")
         self._check_length(text, self.config.max_text_len)
         msg = StoredMessage(
-            channel=str(args["channel"]),
+            channel=channel,
             ts=self.store.next_ts(),
             text=text,
-            bot_id=self.ws.bot_id,
+            user=self.caller.bot_user_id,
+            bot_id=self.caller.bot_id,
             thread_ts=args.get("thread_ts") or None,
             blocks=args.get("blocks"),
-            extra={"recipient": args["user"]},
+            attachments=args.get("attachments"),
+            extra={"recipient": user},
+            team=self.caller.team_id,
         )
         self.ephemerals.append(msg)
         return {"message_ts": msg.ts}
@@ -406,7 +571,7 @@ class WebApi:
         more = start + limit < len(messages)
         metadata = str(args.get("include_all_metadata") or "").lower() in ("1", "true")
         return {
-            "messages": [m.to_api(self.ws.team_id, metadata=metadata) for m in page],
+            "messages": [m.to_api(self.caller.team_id, metadata=metadata) for m in page],
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
@@ -421,17 +586,17 @@ class WebApi:
     def reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
         msg, name = self._reaction_target(args)
         users = msg.reactions.setdefault(name, [])
-        if self.ws.bot_user_id in users:
+        if self.caller.bot_user_id in users:
             raise ApiError("already_reacted")
-        users.append(self.ws.bot_user_id)
+        users.append(self.caller.bot_user_id)
         return {}
 
     def reactions_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         msg, name = self._reaction_target(args)
         users = msg.reactions.get(name, [])
-        if self.ws.bot_user_id not in users:
+        if self.caller.bot_user_id not in users:
             raise ApiError("no_reaction")
-        users.remove(self.ws.bot_user_id)
+        users.remove(self.caller.bot_user_id)
         if not users:
             del msg.reactions[name]
         return {}
@@ -446,10 +611,15 @@ class WebApi:
         return {
             "user": {
                 "id": user_id,
-                "team_id": self.ws.team_id,
+                "team_id": info.get("team_id") or self.caller.team_id,
                 "name": info["name"],
                 "real_name": real_name,
-                "is_bot": user_id == self.ws.bot_user_id,
+                "is_bot": bool(info.get("is_bot")) or user_id == self.caller.bot_user_id,
+                "is_admin": bool(info.get("is_admin")),
+                "is_owner": bool(info.get("is_owner")),
+                "is_primary_owner": bool(info.get("is_primary_owner")),
+                "is_restricted": False,
+                "is_ultra_restricted": False,
                 "deleted": False,
                 "tz": info.get("tz", "Europe/Berlin"),
                 "profile": {
@@ -457,6 +627,125 @@ class WebApi:
                     "real_name": real_name,
                 },
             }
+        }
+
+    def usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The caller's workspace's user groups (disabled ones only with include_disabled)."""
+        include_users = _flag(args.get("include_users"))
+        include_disabled = _flag(args.get("include_disabled"))
+        groups = [
+            g.to_api(include_users=include_users)
+            for g in self.usergroups.values()
+            if g.team_id == self.caller.team_id and (include_disabled or not g.disabled)
+        ]
+        return {"usergroups": groups}
+
+    def usergroups_users(self, args: dict[str, Any]) -> dict[str, Any]:
+        """usergroups.users.list: the member ids of one group of the caller's workspace."""
+        _require(args, "usergroup")
+        group = self.usergroups.get(str(args["usergroup"]))
+        if group is None or group.team_id != self.caller.team_id:
+            raise ApiError("no_such_subteam")
+        if group.disabled and not _flag(args.get("include_disabled")):
+            raise ApiError("no_such_subteam")
+        return {"users": list(group.users)}
+
+    def views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Publish ``view`` (type home) as ``user_id``'s App Home tab. Checked as Slack does:
+        invalid_arguments with ``[ERROR] ...`` messages for a malformed view, hash_conflict
+        when ``hash`` is not the current view's hash."""
+        _require(args, "user_id")
+        user = str(args["user_id"])
+        if not _USER_ID.match(user):
+            raise ApiError("user_not_found")
+        view = args.get("view")
+        if not isinstance(view, dict):
+            raise ApiError("invalid_arguments", ["[ERROR] missing required field: view"])
+        problems = _view_problems(view)
+        if problems:
+            raise ApiError("invalid_arguments", problems)
+        current = self.home_views.get(user)
+        wanted_hash = args.get("hash")
+        if wanted_hash and (current is None or current.view["hash"] != wanted_hash):
+            raise ApiError("hash_conflict")
+        view_id = current.id if current is not None else f"V0STANDIN{next(self._view_ids):04d}"
+        stored = self._stored_view(view, view_id, previous=current)
+        if current is None:
+            current = self.home_views[user] = HomeView(user, stored)
+        current.view = stored
+        current.history.append(stored)
+        return {"view": stored}
+
+    def _stored_view(
+        self, view: dict[str, Any], view_id: str, previous: HomeView | None
+    ) -> dict[str, Any]:
+        ws = self.caller
+        return {
+            "id": view_id,
+            "team_id": ws.team_id,
+            "type": "home",
+            "title": view.get("title"),
+            "close": None,
+            "submit": None,
+            "blocks": with_block_ids(view.get("blocks"), view_id),
+            "private_metadata": str(view.get("private_metadata") or ""),
+            "callback_id": str(view.get("callback_id") or ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{next(self._view_ids):08x}",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": ws.app_id,
+            "external_id": str(view.get("external_id") or ""),
+            "app_installed_team_id": ws.team_id,
+            "bot_id": ws.bot_id,
+        }
+
+    def get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.getPermalink: the message's link; a reply's link names its thread."""
+        channel, ts = str(args.get("channel") or ""), str(args.get("message_ts") or "")
+        if not channel or not self.store.has_channel(channel):
+            raise ApiError("channel_not_found")
+        msg = self.store.get(channel, ts)
+        if msg is None:
+            raise ApiError("message_not_found")
+        return {"channel": channel, "permalink": self.permalink(msg)}
+
+    def permalink(self, msg: StoredMessage) -> str:
+        base = f"https://{self.caller.domain}.slack.com/archives/{msg.channel}/p"
+        link = base + msg.ts.replace(".", "")
+        if msg.thread_ts is not None and msg.thread_ts != msg.ts:
+            link += f"?thread_ts={msg.thread_ts}&cid={msg.channel}"
+        return link
+
+    def oauth_access(self, args: dict[str, Any]) -> dict[str, Any]:
+        """oauth.v2.access: exchange a code (`SlackStandin.register_oauth_code`) for the bot
+        token of the workspace that installed the app; a code works once."""
+        if str(args.get("client_id") or "") != self.client_id:
+            raise ApiError("invalid_client_id")
+        if str(args.get("client_secret") or "") != self.client_secret:
+            raise ApiError("bad_client_secret")
+        grant = self.oauth_codes.get(str(args.get("code") or ""))
+        if grant is None or grant.used:
+            raise ApiError("invalid_code")
+        redirect_uri = args.get("redirect_uri")
+        if grant.redirect_uri is not None and redirect_uri != grant.redirect_uri:
+            raise ApiError("bad_redirect_uri")
+        if self._install is None:
+            raise ApiError("internal_error")
+        grant.used = True
+        ws, token = self._install(grant)
+        return {
+            "access_token": token,
+            "token_type": "bot",
+            "scope": grant.scope,
+            "bot_user_id": ws.bot_user_id,
+            "app_id": ws.app_id,
+            "team": None if grant.is_enterprise_install else {"id": ws.team_id, "name": ws.name},
+            "enterprise": ws.enterprise,
+            "is_enterprise_install": grant.is_enterprise_install,
+            "authed_user": {"id": grant.user},
         }
 
     def _assistant(self, args: dict[str, Any], *, thread_required: bool = True) -> AssistantThread:
@@ -569,9 +858,10 @@ class WebApi:
         msg = StoredMessage(
             channel=channel,
             ts=self.store.next_ts(),
-            user=self.ws.bot_user_id,
-            bot_id=self.ws.bot_id,
+            user=self.caller.bot_user_id,
+            bot_id=self.caller.bot_id,
             thread_ts=str(args["thread_ts"]),
+            team=self.caller.team_id,
             stream_state="streaming",
             stream_started=time.monotonic(),
             task_display_mode=display_mode,
@@ -610,7 +900,7 @@ class WebApi:
         if session_status is not None:
             msg.session_status = session_status
             self._session_status(msg.channel, msg.thread_ts or "", session_status)
-        return {"channel": msg.channel, "ts": msg.ts, "message": msg.to_api(self.ws.team_id)}
+        return {"channel": msg.channel, "ts": msg.ts, "message": msg.to_api(self.caller.team_id)}
 
     def stop_streams_in(
         self, channel: str, thread_ts: str, ts: list[str] | None = None
@@ -665,20 +955,21 @@ class WebApi:
             self._check_channel(one)
         for entry, stored in zip(wanted, files, strict=True):
             stored.title = str(entry.get("title") or stored.filename)
-        shown = [f.to_api(self.ws.bot_user_id) for f in files]
+        shown = [f.to_api(self.caller.bot_user_id) for f in files]
         if channel:
             for stored in files:
                 stored.shared_in.append((channel, thread_ts))
-            shown = [f.to_api(self.ws.bot_user_id) for f in files]
+            shown = [f.to_api(self.caller.bot_user_id) for f in files]
             msg = self.store.add(
                 StoredMessage(
                     channel=channel,
                     ts=self.store.next_ts(),
                     text=str(args.get("initial_comment") or ""),
-                    user=self.ws.bot_user_id,
-                    bot_id=self.ws.bot_id,
+                    user=self.caller.bot_user_id,
+                    bot_id=self.caller.bot_id,
                     thread_ts=thread_ts,
                     files=shown,
+                    team=self.caller.team_id,
                 )
             )
             self._replied(channel, thread_ts)

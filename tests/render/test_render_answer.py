@@ -149,8 +149,8 @@ def test_done_shows_final_text_without_indicator(build: Build) -> None:
             },
         ]
     )
-    assert render_answer(state) == [
-        SlackMessage("Refunds: *30 days*. See <https://ex.com/r|policy>.")
+    assert [m.text for m in render_answer(state)] == [
+        "Refunds: *30 days*. See <https://ex.com/r|policy>."
     ]
     assert status_text(state) == ""
 

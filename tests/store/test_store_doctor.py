@@ -135,3 +135,24 @@ async def test_supabase_without_budget_table_fails_naming_it(
     ]
     assert BUDGET_TABLE in checks[1].detail
     assert "sql/008_slack_budget.sql" in (checks[2].fix or "")
+
+
+async def test_postgres_without_the_support_loop_migrations_fails_naming_them(
+    bootstrapped_db: str,
+) -> None:
+    """A Postgres migrated only up to 009 fails the migrations check, naming the tables of
+    010-013 (answers, escalations, history, settings) and the Slack rating columns."""
+    migrations = sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+    await _execute(bootstrapped_db, *(p.read_text() for p in migrations if p.name < "010"))
+    checks = await check_store(load_settings(_env_file=None, POWABOT_STORE=bootstrapped_db))
+    assert verdicts(checks)[:2] == [("store", "ok"), ("migrations", "failed")]
+    detail = checks[1].detail
+    for missing in (
+        "answer_log",
+        "escalations",
+        "chat_session_history",
+        "workspace_settings",
+        "chat_feedback.answer_log_id",
+    ):
+        assert missing in detail
+    assert "sql/0*.sql" in (checks[1].fix or "")

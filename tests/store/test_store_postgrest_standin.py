@@ -184,3 +184,27 @@ async def test_rpc_calls_functions_with_named_arguments_as_postgrest_does(
     user = _headers(make_jwt(jwt_secret, "authenticated", sub=str(uuid.uuid4())))
     refused = await http.post(f"{rpc}/slack_answer_claim", headers=user, json=claim)
     assert (refused.status_code, refused.json()["code"]) == (403, "42501")
+
+
+async def test_reads_are_ordered_and_limited_as_postgrest_does(
+    postgrest: PostgrestStandin, http: httpx.AsyncClient, jwt_secret: str
+) -> None:
+    """`order=col.desc,col2.asc.nullsfirst` sorts before `limit=` cuts; a malformed order is
+    PostgREST's parse error (400 PGRST100), an unknown column 400 42703."""
+    service = _headers(make_jwt(jwt_secret, "service_role"))
+    table = f"{postgrest.url}/rest/v1/slack_events"
+    for event_id in ("Ev2", "Ev1", "Ev3"):
+        created = await http.post(table, headers=service, json={"event_id": event_id})
+        assert created.status_code == 201
+    newest = await http.get(f"{table}?select=event_id&order=event_id.desc&limit=2", headers=service)
+    assert newest.json() == [{"event_id": "Ev3"}, {"event_id": "Ev2"}]
+    both = await http.get(
+        f"{table}?select=event_id&order=claimed_at.asc.nullsfirst,event_id", headers=service
+    )
+    assert sorted(r["event_id"] for r in both.json()) == ["Ev1", "Ev2", "Ev3"]
+    by_id = await http.get(f"{table}?select=event_id&order=event_id", headers=service)
+    assert [r["event_id"] for r in by_id.json()] == ["Ev1", "Ev2", "Ev3"]
+    bad = await http.get(f"{table}?order=event_id.sideways", headers=service)
+    assert (bad.status_code, bad.json()["code"]) == (400, "PGRST100")
+    unknown = await http.get(f"{table}?order=nope.desc", headers=service)
+    assert (unknown.status_code, unknown.json()["code"]) == (400, "42703")

@@ -80,6 +80,7 @@ async def test_demo_plays_the_conversation_and_says_it_used_stand_ins() -> None:
     assert "task card “Billing specialist” → complete" in text
     assert "bot stops the stream: **Sources:**" in text
     assert "alice clicks Stop" in text and "_Stopped._" in text and ": cancelled)" in text
+    assert "negative rating → hand-over to a person → resolved: yes" in text
     assert "follow-up continued the thread's Powabase session: yes" in text
     assert "first content_delta leaving Powabase → first Slack edit carrying text" in text
 

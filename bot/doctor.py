@@ -199,6 +199,11 @@ async def _check_bot_token(settings: Settings, step_seconds: float) -> tuple[Che
         if settings.socket_mode
         else "deploy/slack-app-manifest.http.yaml"
     )
+    if settings.SLACK_BOT_TOKEN is None and settings.oauth:
+        return (  # each workspace installs the app: its token is in the installation store
+            _ok(name, label, "OAuth install: each workspace's token comes from its install"),
+            _skipped("slack_scopes", "scopes", "not checked: tokens per workspace (OAuth)"),
+        )
     if settings.SLACK_BOT_TOKEN is None:
         return (
             _failed(name, label, "SLACK_BOT_TOKEN is not set", BOT_TOKEN_FIX),

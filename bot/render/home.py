@@ -182,20 +182,26 @@ def _channels_input(form: SettingsForm) -> dict[str, Any]:
 
 
 def _groups_input(form: SettingsForm) -> dict[str, Any]:
-    element: dict[str, Any] = {
-        "type": "plain_text_input",
-        "action_id": ACTION_GROUPS,
-        "placeholder": _text("plain_text", "Everyone"),
-        "max_length": INPUT_MAX,
-    }
-    if form.usergroups:
-        element["initial_value"] = form.usergroups[:INPUT_MAX]
     return _input(
         BLOCK_GROUPS,
         "Who may ask (user groups)",
-        element,
+        _text_element(ACTION_GROUPS, "Everyone", form.usergroups),
         "@handles or ids (S…) of user groups, separated by commas. Empty: everyone.",
     )
+
+
+def _text_element(
+    action_id: str, placeholder: str, value: str, *, multiline: bool = False
+) -> dict[str, Any]:
+    """A plain-text input of at most INPUT_MAX characters, showing `value` (cut) when set."""
+    element: dict[str, Any] = {"type": "plain_text_input", "action_id": action_id}
+    if multiline:
+        element["multiline"] = True
+    element["max_length"] = INPUT_MAX
+    element["placeholder"] = _text("plain_text", placeholder)
+    if value:
+        element["initial_value"] = value[:INPUT_MAX]
+    return element
 
 
 def _escalation_input(specialist: str, form: SettingsForm) -> dict[str, Any]:
@@ -213,19 +219,12 @@ def _escalation_input(specialist: str, form: SettingsForm) -> dict[str, Any]:
 
 
 def _prompts_input(form: SettingsForm) -> dict[str, Any]:
-    element: dict[str, Any] = {
-        "type": "plain_text_input",
-        "action_id": ACTION_PROMPTS,
-        "multiline": True,
-        "max_length": INPUT_MAX,
-        "placeholder": _text("plain_text", "Refunds | How do I get a refund?"),
-    }
-    if form.prompts:
-        element["initial_value"] = form.prompts[:INPUT_MAX]
     return _input(
         BLOCK_PROMPTS,
         "Suggested prompts in my DM",
-        element,
+        _text_element(
+            ACTION_PROMPTS, "Refunds | How do I get a refund?", form.prompts, multiline=True
+        ),
         "Up to 4 lines of “title | message”. Empty: the deployment's prompts.",
     )
 

@@ -35,10 +35,11 @@ import structlog
 import yaml
 from slack_bolt.async_app import AsyncApp
 
-from bot.errors import SlackDeliveryError
+from bot.render.message import SlackMessage
 from bot.settings import Settings, SuggestedPrompt
-from bot.slack.budget import Budget, BudgetBook
-from bot.slack.calls import Clock, RateLimited, SlackCaller, Transient
+from bot.slack.budget import BudgetBook
+from bot.slack.calls import Clock, SlackCaller
+from bot.slack.writers import SlackWriter, ephemeral_args, reply_args
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +49,6 @@ THREAD_TITLE_MAX = 60  # characters of a thread title (the first question, cut)
 GREET_EVERY = 15 * 60.0  # seconds: agent view greets one user at most this often
 GREETED_KEPT = 10_000  # users remembered for that (the oldest forgotten first)
 CONTEXTS_KEPT = 10_000  # assistant threads whose viewed channel is remembered
-CALL_WAIT = 2.0  # seconds a best-effort call may wait for its budget before it is skipped
-# Tier 4 (100+ per minute per workspace): assistant.threads.* and chat.postEphemeral.
-TIER4_PER_SECOND = 100 / 60
-TIER4_BURST = 5.0
 
 GENERIC_GREETING = "Hi, I'm powabot: ask me a support question and I'll find the answer for you."
 NOTHING_TO_STOP = "There's nothing running to stop."
@@ -233,31 +230,12 @@ class ThreadOpened:
         )
 
 
-class AssistantWriter:
+class AssistantWriter(SlackWriter):
     """The assistant surface's Slack writes, through the publisher's caller and budgets.
 
     Best effort: each waits at most `CALL_WAIT` for its budget, is tried once, and answers
     whether Slack took it; failures are logged, never raised.
     """
-
-    def __init__(self, caller: SlackCaller, budgets: BudgetBook) -> None:
-        self.caller = caller
-        self.budgets = budgets
-
-    def _tier4(self, kind: str, team_id: str) -> Budget:
-        return self.budgets.bucket(f"{kind}:{team_id}", TIER4_PER_SECOND, TIER4_BURST)
-
-    async def _try(self, method: str, bucket: Budget, **args: Any) -> bool:
-        try:
-            if not await self.caller.acquire(bucket, max_wait=CALL_WAIT):
-                log.info("assistant_call_skipped", method=method, reason="budget")
-                return False
-            await self.caller.call(method, bucket, **args)
-        except (RateLimited, Transient, SlackDeliveryError) as exc:
-            error = exc.error if isinstance(exc, SlackDeliveryError) else type(exc).__name__
-            log.info("assistant_call_failed", method=method, error=error)
-            return False
-        return True
 
     async def suggest(
         self,
@@ -277,7 +255,9 @@ class AssistantWriter:
         if thread_ts is not None:
             args["thread_ts"] = thread_ts
         bucket = self._tier4("assistant", team_id)
-        return await self._try("assistant.threads.setSuggestedPrompts", bucket, **args)
+        return await self._try(
+            "assistant.threads.setSuggestedPrompts", bucket, event="assistant_call", **args
+        )
 
     async def set_title(self, team_id: str, channel_id: str, thread_ts: str, title: str) -> bool:
         """Name an assistant thread (a DM thread) in the user's thread history."""
@@ -285,6 +265,7 @@ class AssistantWriter:
         return await self._try(
             "assistant.threads.setTitle",
             bucket,
+            event="assistant_call",
             channel_id=channel_id,
             thread_ts=thread_ts,
             title=title,
@@ -295,21 +276,20 @@ class AssistantWriter:
         return await self._try(
             "chat.postMessage",
             self.budgets.posts(channel_id),
-            channel=channel_id,
-            thread_ts=thread_ts,
-            text=text,
-            unfurl_links=False,
-            unfurl_media=False,
+            event="assistant_call",
+            **reply_args(channel_id, thread_ts, text),
         )
 
     async def tell(
         self, team_id: str, channel_id: str, user_id: str, text: str, thread_ts: str | None
     ) -> bool:
         """A message only `user_id` sees (in the thread, when given)."""
-        args: dict[str, Any] = {"channel": channel_id, "user": user_id, "text": text}
-        if thread_ts:
-            args["thread_ts"] = thread_ts
-        return await self._try("chat.postEphemeral", self._tier4("ephemeral", team_id), **args)
+        return await self._try(
+            "chat.postEphemeral",
+            self._tier4("ephemeral", team_id),
+            event="assistant_call",
+            **ephemeral_args(channel_id, user_id, SlackMessage(text), thread_ts),
+        )
 
 
 class Assistant:

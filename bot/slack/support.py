@@ -36,8 +36,9 @@ from bot.escalation import HandOver, HandOverResult, Problems
 from bot.render.escalation import render_resolved
 from bot.render.message import SlackMessage
 from bot.settings import Settings
-from bot.slack.budget import Budget, BudgetBook
+from bot.slack.budget import BudgetBook
 from bot.slack.calls import RateLimited, SlackCaller, Transient
+from bot.slack.writers import CALL_WAIT, SlackWriter, ephemeral_args, failure, reply_args
 from bot.store.base import SessionStore, ThreadKey, new_agent_session_id
 
 log = structlog.get_logger(__name__)
@@ -58,28 +59,19 @@ RESET_HOW = (
 RESOLVED_NOTE = "The support team marked this as resolved. I'll answer here again."
 ALREADY_RESOLVED = "That escalation is already resolved."
 
-CALL_WAIT = 2.0  # seconds a best-effort read (permalink, thread) may wait for its budget
-TIER4_PER_SECOND = 100 / 60  # chat.postEphemeral, chat.getPermalink: per workspace
-TIER4_BURST = 5.0
 READS_PER_SECOND = 45 / 60  # conversations.replies: Tier 3, per workspace
 READ_BURST = 3.0
 REPLY_PAGES = 5  # pages of 200 a thread is read for the bot's messages
 
 
-class SupportWriter:
+class SupportWriter(SlackWriter):
     """The support loop's Slack calls, through the publisher's caller and budgets.
 
     `post` and `update` must happen (they wait out 429s and retry 5xx; a refusal raises
     SlackDeliveryError); `say` and `tell` are reliable too but never raise (False when lost);
-    `permalink` and `bot_messages` are best effort (None / [] when Slack would not answer).
+    `permalink` (waiting at most `CALL_WAIT` for its budget) and `bot_messages` are best effort
+    (None / [] when Slack would not answer).
     """
-
-    def __init__(self, caller: SlackCaller, budgets: BudgetBook) -> None:
-        self.caller = caller
-        self.budgets = budgets
-
-    def _tier4(self, kind: str, team_id: str) -> Budget:
-        return self.budgets.bucket(f"{kind}:{team_id}", TIER4_PER_SECOND, TIER4_BURST)
 
     async def post(self, team_id: str, channel_id: str, message: SlackMessage) -> str:
         args: dict[str, Any] = {
@@ -106,11 +98,7 @@ class SupportWriter:
             await self.caller.call_reliably(
                 "chat.postMessage",
                 self.budgets.posts(channel_id),
-                channel=channel_id,
-                thread_ts=thread_ts,
-                text=text,
-                unfurl_links=False,
-                unfurl_media=False,
+                **reply_args(channel_id, thread_ts, text),
             )
         except SlackDeliveryError as exc:
             log.warning("support_reply_failed", method=exc.method, slack_error=exc.error)
@@ -120,9 +108,7 @@ class SupportWriter:
     async def tell(
         self, team_id: str, channel_id: str, user_id: str, text: str, thread_ts: str | None
     ) -> bool:
-        args: dict[str, Any] = {"channel": channel_id, "user": user_id, "text": text}
-        if thread_ts:
-            args["thread_ts"] = thread_ts
+        args = ephemeral_args(channel_id, user_id, SlackMessage(text), thread_ts)
         try:
             await self.caller.call_reliably(
                 "chat.postEphemeral", self._tier4("ephemeral", team_id), **args
@@ -141,8 +127,7 @@ class SupportWriter:
                 "chat.getPermalink", bucket, channel=channel_id, message_ts=ts
             )
         except (RateLimited, Transient, SlackDeliveryError) as exc:
-            error = exc.error if isinstance(exc, SlackDeliveryError) else type(exc).__name__
-            log.info("permalink_unavailable", slack_error=error)
+            log.info("permalink_unavailable", slack_error=failure(exc))
             return None
         link = found.get("permalink")
         return link if isinstance(link, str) and link else None
@@ -165,8 +150,7 @@ class SupportWriter:
                     **({"cursor": cursor} if cursor else {}),
                 )
             except (RateLimited, Transient, SlackDeliveryError) as exc:
-                error = exc.error if isinstance(exc, SlackDeliveryError) else type(exc).__name__
-                log.info("thread_unreadable", slack_error=error)
+                log.info("thread_unreadable", slack_error=failure(exc))
                 break
             for m in page.get("messages") or []:
                 if isinstance(m, dict) and m.get("bot_id") and isinstance(m.get("ts"), str):
@@ -183,12 +167,13 @@ def _dict(value: object) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Click:
-    """A click on one of the support buttons, read out of a `block_actions` payload."""
+    """A click on a button of ours (the support buttons, the feedback buttons), read out of a
+    `block_actions` payload at the edge."""
 
     team_id: str
     channel_id: str
-    user_id: str
-    value: str
+    user_id: str  # who clicked
+    value: str  # the clicked button's value; "" when it had none
     message_ts: str | None  # the message holding the button
     thread_ts: str | None  # that message's thread, when Slack says
     text: str  # that message's text (not sent for an ephemeral message's click)
@@ -200,7 +185,7 @@ class Click:
 
     @classmethod
     def read(cls, body: dict[str, Any]) -> Click | None:
-        """None when the payload lacks the user, the channel or the action's value."""
+        """None when the payload lacks the user or the channel."""
         actions = body.get("actions")
         action = actions[0] if isinstance(actions, list) and actions else {}
         value = action.get("value") if isinstance(action, dict) else None
@@ -209,9 +194,9 @@ class Click:
         message = _dict(body.get("message"))
         channel_id = channel.get("id") or container.get("channel_id")
         user_id = user.get("id")
-        if not (isinstance(value, str) and value and isinstance(channel_id, str) and channel_id):
-            return None
-        if not (isinstance(user_id, str) and user_id):
+        if not (
+            isinstance(channel_id, str) and channel_id and isinstance(user_id, str) and user_id
+        ):
             return None
         message_ts = container.get("message_ts") or message.get("ts")
         thread_ts = message.get("thread_ts") or container.get("thread_ts")
@@ -220,7 +205,7 @@ class Click:
             team_id=str(team.get("id") or user.get("team_id") or body.get("team_id") or ""),
             channel_id=channel_id,
             user_id=user_id,
-            value=value,
+            value=value if isinstance(value, str) else "",
             message_ts=str(message_ts) if message_ts else None,
             thread_ts=str(thread_ts) if thread_ts else None,
             text=str(message.get("text") or ""),
@@ -437,7 +422,7 @@ async def _handle(
 ) -> None:
     try:
         click = Click.read(body)
-        if click is None:
+        if click is None or not click.value:
             log.warning("support_click_unreadable")
             return
         structlog.contextvars.bind_contextvars(team=click.team_id, channel=click.channel_id)

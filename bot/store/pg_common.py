@@ -131,15 +131,14 @@ def session_id_lock_missing(*, unique_ids: bool, web_may_repoint: bool) -> list[
     return missing
 
 
+def key_args(key: ThreadKey) -> tuple[str, str, str, str]:
+    """The Slack key of a conversation, in the order of SLACK_KEY_COLUMNS (and KEY_PARAMS)."""
+    return (key.team_id, key.channel_id, key.thread_ts, key.user_id)
+
+
 def key_values(key: ThreadKey) -> dict[str, str]:
     """The Slack key of a conversation as column → value."""
-    return dict(
-        zip(
-            SLACK_KEY_COLUMNS,
-            (key.team_id, key.channel_id, key.thread_ts, key.user_id),
-            strict=True,
-        )
-    )
+    return dict(zip(SLACK_KEY_COLUMNS, key_args(key), strict=True))
 
 
 def missing_columns(found: Mapping[str, set[str]]) -> list[str]:
@@ -238,12 +237,8 @@ def row_key(row: Mapping[str, Any]) -> ThreadKey:
 
 def answer_params(record: AnswerRecord) -> tuple[Any, ...]:
     """`answer_log_record`'s arguments, in order (jsonb as JSON text)."""
-    key = record.key
     return (
-        key.team_id,
-        key.channel_id,
-        key.thread_ts,
-        key.user_id,
+        *key_args(record.key),
         record.reply_ts,
         record.run_id,
         capped(record.question),
@@ -255,11 +250,11 @@ def answer_params(record: AnswerRecord) -> tuple[Any, ...]:
     )
 
 
+# The Slack key as the parameters of sql's functions (/rpc), in the order of key_args.
+KEY_PARAMS = ("p_team_id", "p_channel_id", "p_thread_ts", "p_user_id")
+
 ANSWER_PARAMS = (
-    "p_team_id",
-    "p_channel_id",
-    "p_thread_ts",
-    "p_user_id",
+    *KEY_PARAMS,
     "p_reply_ts",
     "p_run_id",
     "p_question",
@@ -303,12 +298,8 @@ def escalation_from_row(row: Mapping[str, Any]) -> Escalation:
 
 def escalation_params(escalation: Escalation) -> tuple[Any, ...]:
     """`escalation_open`'s arguments, in order."""
-    key = escalation.key
     return (
-        key.team_id,
-        key.channel_id,
-        key.thread_ts,
-        key.user_id,
+        *key_args(escalation.key),
         escalation.run_id,
         escalation.specialist,
         escalation.requested_by,
@@ -317,10 +308,7 @@ def escalation_params(escalation: Escalation) -> tuple[Any, ...]:
 
 
 ESCALATION_PARAMS = (
-    "p_team_id",
-    "p_channel_id",
-    "p_thread_ts",
-    "p_user_id",
+    *KEY_PARAMS,
     "p_run_id",
     "p_specialist",
     "p_requested_by",

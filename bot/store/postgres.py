@@ -47,6 +47,7 @@ from bot.store.pg_common import (
     escalation_params,
     export_row_from_row,
     history_from_row,
+    key_args,
     missing_columns,
     open_answer_from_row,
     row_key,
@@ -253,29 +254,29 @@ class PostgresStore:
 
     async def get_session(self, key: ThreadKey) -> ChatSession | None:
         async with self._translate("get_session"):
-            row = await self.pool.fetchrow(_SELECT, *_key_args(key))
+            row = await self.pool.fetchrow(_SELECT, *key_args(key))
         return None if row is None else session_from_row(key, row)
 
     async def reserve_session(
         self, key: ThreadKey, agent_session_id: str, title: str | None
     ) -> ChatSession:
         async with self._translate("reserve_session"):
-            row = await self.pool.fetchrow(_RESERVE, *_key_args(key), agent_session_id, title)
+            row = await self.pool.fetchrow(_RESERVE, *key_args(key), agent_session_id, title)
             if row is None:
-                row = await self.pool.fetchrow(_SELECT, *_key_args(key))
+                row = await self.pool.fetchrow(_SELECT, *key_args(key))
         if row is None:
             raise StoreError(f"Postgres store {self.target}: reserved row vanished for {key}")
         return session_from_row(key, row)
 
     async def set_agent_session_id(self, key: ThreadKey, agent_session_id: str) -> None:
         async with self._translate("set_agent_session_id"):
-            await self.pool.execute(_SET_AGENT_SESSION, *_key_args(key), agent_session_id)
+            await self.pool.execute(_SET_AGENT_SESSION, *key_args(key), agent_session_id)
 
     async def record_run(
         self, key: ThreadKey, *, run_id: str | None, status: str, trace: dict[str, Any]
     ) -> None:
         async with self._translate("record_run"):
-            await self.pool.execute(_RECORD_RUN, *_key_args(key), run_id, status, trace_json(trace))
+            await self.pool.execute(_RECORD_RUN, *key_args(key), run_id, status, trace_json(trace))
 
     async def _prune(self, statement: str, what: str) -> None:
         """Housekeeping on the claim path: a failure is logged, never fails the claim."""
@@ -479,12 +480,12 @@ class PostgresStore:
 
     async def reset_session(self, key: ThreadKey, agent_session_id: str) -> ChatSession | None:
         async with self._translate("reset_session"):
-            row = await self.pool.fetchrow(_RESET_SESSION, *_key_args(key), agent_session_id)
+            row = await self.pool.fetchrow(_RESET_SESSION, *key_args(key), agent_session_id)
         return None if row is None else session_from_row(key, row)
 
     async def session_history(self, key: ThreadKey) -> list[ChatSession]:
         async with self._translate("session_history"):
-            rows = await self.pool.fetch(_SESSION_HISTORY, *_key_args(key))
+            rows = await self.pool.fetch(_SESSION_HISTORY, *key_args(key))
         return [history_from_row(row) for row in rows]
 
     async def recent_sessions(
@@ -504,7 +505,3 @@ class PostgresStore:
     ) -> None:
         async with self._translate("save_workspace_settings"):
             await self.pool.execute(_SAVE_SETTINGS, team_id, json.dumps(settings), updated_by)
-
-
-def _key_args(key: ThreadKey) -> tuple[str, str, str, str]:
-    return (key.team_id, key.channel_id, key.thread_ts, key.user_id)

@@ -254,7 +254,14 @@ class SqliteStore:
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.to_thread(conn.close)
+
+            def close_when_idle() -> None:
+                # Under the lock: closing a connection another worker thread is still using
+                # (a lease renewal racing the shutdown) crashes sqlite3 outright.
+                with self._lock:
+                    conn.close()
+
+            await asyncio.to_thread(close_when_idle)
 
     async def _run(self, fn: Callable[[], T], *, needs_conn: bool = True) -> T:
         if needs_conn and self._conn is None:
@@ -262,6 +269,8 @@ class SqliteStore:
 
         def locked() -> T:
             with self._lock:
+                if needs_conn and self._conn is None:  # closed while this call waited
+                    raise StoreError("the SQLite store is closed")
                 return fn()
 
         try:
@@ -281,17 +290,7 @@ class SqliteStore:
             " and slack_thread_ts=? and slack_user_id=?",
             (key.team_id, key.channel_id, key.thread_ts, key.user_id),
         ).fetchone()
-        if row is None:
-            return None
-        return ChatSession(
-            key=key,
-            agent_session_id=row[0],
-            title=row[1],
-            created_at=datetime.fromisoformat(row[2]),
-            updated_at=datetime.fromisoformat(row[3]),
-            last_run_id=row[4],
-            last_run_status=row[5],
-        )
+        return None if row is None else _session(key, row)
 
     async def get_session(self, key: ThreadKey) -> ChatSession | None:
         return await self._run(lambda: self._select(key))
@@ -711,18 +710,7 @@ class SqliteStore:
                 _key_tuple(key),
             ).fetchall()
         )
-        return [
-            ChatSession(
-                key=key,
-                agent_session_id=r[0],
-                title=r[1],
-                created_at=datetime.fromisoformat(r[2]),
-                updated_at=datetime.fromisoformat(r[3]),
-                last_run_id=r[4],
-                last_run_status=r[5],
-            )
-            for r in rows
-        ]
+        return [_session(key, r) for r in rows]
 
     async def recent_sessions(
         self, team_id: str, user_id: str, limit: int = 5
@@ -736,18 +724,7 @@ class SqliteStore:
                 (team_id, user_id, limit),
             ).fetchall()
         )
-        return [
-            ChatSession(
-                key=ThreadKey(*r[0:4]),
-                agent_session_id=r[4],
-                title=r[5],
-                created_at=datetime.fromisoformat(r[6]),
-                updated_at=datetime.fromisoformat(r[7]),
-                last_run_id=r[8],
-                last_run_status=r[9],
-            )
-            for r in rows
-        ]
+        return [_session(ThreadKey(*r[0:4]), r[4:]) for r in rows]
 
     async def get_workspace_settings(self, team_id: str) -> dict[str, Any] | None:
         row = await self._run(
@@ -780,6 +757,20 @@ def _stamp(when: datetime) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _session(key: ThreadKey, row: tuple[Any, ...]) -> ChatSession:
+    """A row of agent_session_id, title, created (or started) at, updated (or archived) at,
+    last_run_id, last_run_status: the conversation's mapping then."""
+    return ChatSession(
+        key=key,
+        agent_session_id=row[0],
+        title=row[1],
+        created_at=datetime.fromisoformat(row[2]),
+        updated_at=datetime.fromisoformat(row[3]),
+        last_run_id=row[4],
+        last_run_status=row[5],
+    )
 
 
 def _escalation(row: tuple[Any, ...]) -> Escalation:

@@ -42,6 +42,7 @@ from bot.store.pg_common import (
     ESCALATION_COLUMNS,
     ESCALATION_PARAMS,
     HISTORY_COLUMNS,
+    KEY_PARAMS,
     REQUIRED_COLUMNS,
     SESSION_COLUMNS,
     SLACK_KEY_COLUMNS,
@@ -54,6 +55,7 @@ from bot.store.pg_common import (
     escalation_params,
     export_row_from_row,
     history_from_row,
+    key_args,
     key_values,
     open_answer_from_row,
     row_key,
@@ -397,13 +399,8 @@ class SupabaseStore:
         return escalation_from_row(rows[0]) if rows else None
 
     async def reset_session(self, key: ThreadKey, agent_session_id: str) -> ChatSession | None:
-        params = {
-            "p_team_id": key.team_id,
-            "p_channel_id": key.channel_id,
-            "p_thread_ts": key.thread_ts,
-            "p_user_id": key.user_id,
-            "p_agent_session_id": agent_session_id,
-        }
+        params: dict[str, str] = dict(zip(KEY_PARAMS, key_args(key), strict=True))
+        params["p_agent_session_id"] = agent_session_id
         data = await self._rpc("chat_session_reset", params, "reset_session")
         rows = self._rows(data, "reset_session")
         return session_from_row(key, rows[0]) if rows else None

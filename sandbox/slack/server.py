@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 from urllib.parse import urlencode
 
 import aiohttp
@@ -129,6 +129,22 @@ class UserMessage:
     thread_ts: str | None
     event_id: str
     envelope_id: str
+
+
+class ClickArgs(TypedDict, total=False):
+    """What a click names (`SlackStandin.block_actions`'s arguments)."""
+
+    user: Required[str]
+    action_id: Required[str]
+    channel: str | None
+    message_ts: str | None
+    value: str | list[str] | None
+    block_id: str | None
+    action_type: str
+    view_state: dict[str, Any] | None
+    team: str | None
+    view_id: str | None
+    crafted: bool
 
 
 class SlackStandin(LoopbackServer):
@@ -972,38 +988,18 @@ class SlackStandin(LoopbackServer):
         parts["view"] = view
         return home.blocks
 
-    async def click(
-        self,
-        *,
-        user: str,
-        action_id: str,
-        channel: str | None = None,
-        message_ts: str | None = None,
-        value: str | list[str] | None = None,
-        block_id: str | None = None,
-        action_type: str = "button",
-        view_state: dict[str, Any] | None = None,
-        team: str | None = None,
-        view_id: str | None = None,
-        crafted: bool = False,
-    ) -> SentEvent:
-        """``user`` clicks an element (see `block_actions`): the payload goes over Socket
-        Mode in an ``interactive`` envelope (acked by Bolt; not redelivered when it is not,
-        as Slack shows the user an error instead). ``SentEvent.event`` is the payload."""
-        payload = self.block_actions(
-            user=user,
-            action_id=action_id,
-            channel=channel,
-            message_ts=message_ts,
-            value=value,
-            block_id=block_id,
-            action_type=action_type,
-            view_state=view_state,
-            team=team,
-            view_id=view_id,
-            crafted=crafted,
-        )
+    def _clicked(self, click: ClickArgs) -> dict[str, Any]:
+        """A click's payload (`block_actions`), recorded in `clicks`."""
+        payload = self.block_actions(**click)
         self.clicks.append(payload)
+        return payload
+
+    async def click(self, **click: Unpack[ClickArgs]) -> SentEvent:
+        """``user`` clicks an element (arguments and checks as `block_actions`): the payload
+        goes over Socket Mode in an ``interactive`` envelope (acked by Bolt; not redelivered
+        when it is not, as Slack shows the user an error instead). ``SentEvent.event`` is the
+        payload."""
+        payload = self._clicked(click)
         envelope_id = str(uuid.uuid4())
         await self.hub.send(envelope(payload, envelope_id=envelope_id, kind="interactive"))
         return SentEvent(payload, "", envelope_id)
@@ -1013,36 +1009,13 @@ class SlackStandin(LoopbackServer):
         url: str,
         signing_secret: str,
         *,
-        user: str,
-        action_id: str,
-        channel: str | None = None,
-        message_ts: str | None = None,
-        value: str | list[str] | None = None,
-        block_id: str | None = None,
-        action_type: str = "button",
-        view_state: dict[str, Any] | None = None,
-        team: str | None = None,
-        view_id: str | None = None,
-        crafted: bool = False,
         timestamp: int | None = None,
+        **click: Unpack[ClickArgs],
     ) -> int:
         """The same click, POSTed to an HTTP-mode app as Slack does: a form with
         ``payload=<json>``, signed with ``signing_secret`` (a wrong one is a forgery; an old
         ``timestamp`` a replay). Returns the HTTP status the app answered."""
-        payload = self.block_actions(
-            user=user,
-            action_id=action_id,
-            channel=channel,
-            message_ts=message_ts,
-            value=value,
-            block_id=block_id,
-            action_type=action_type,
-            view_state=view_state,
-            team=team,
-            view_id=view_id,
-            crafted=crafted,
-        )
-        self.clicks.append(payload)
+        payload = self._clicked(click)
         return await self.post_interactive_http(url, signing_secret, payload, timestamp=timestamp)
 
     async def post_interactive_http(

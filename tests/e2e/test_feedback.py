@@ -27,7 +27,7 @@ from bot.render.feedback import (
 )
 from bot.service import Powabot
 from bot.store.base import ExportRow
-from tests.conftest import running_bot
+from tests.conftest import bot_settings, running_bot
 from tests.e2e.answers import ALICE, ask, bot_replies
 
 BOB = "U0BOB"
@@ -209,3 +209,34 @@ async def test_export_prints_every_rating_in_both_formats_and_since_filters(
     tomorrow = datetime.now(UTC).date() + timedelta(days=1)
     code, out = await asyncio.to_thread(export, "--since", tomorrow.isoformat())
     assert code == 0 and list(csv.reader(io.StringIO(out))) == [list(COLUMNS)]
+
+
+async def test_http_mode_refuses_a_forged_or_replayed_click(
+    slack: Any, powabase: Any, tmp_path: Path
+) -> None:
+    """In HTTP mode a click with a wrong signature or an old timestamp is refused (401) and
+    stores nothing; the same click signed now is stored."""
+    settings = bot_settings(
+        slack, powabase, tmp_path, SLACK_APP_TOKEN=None, SLACK_SIGNING_SECRET="sig-secret"
+    )
+    http_bot = Powabot(settings)
+    await http_bot.start()
+    try:
+        url = f"http://127.0.0.1:{http_bot.http_port}/slack/events"
+        event = {"type": "message", "channel": DM, "channel_type": "im", "user": ALICE,
+                 "text": QUESTION, "ts": "1700000001.000100"}  # fmt: skip
+        assert await slack.deliver_http(url, "sig-secret", event) == 200
+        await slack.wait_for(lambda: http_bot.answerer.finished >= 1, timeout=20)
+        answer = rated_message(slack, DM, "1700000001.000100")
+        click = {"user": ALICE, "channel": DM, "message_ts": answer.ts,
+                 "action_id": FEEDBACK_ACTION, "value": "good"}  # fmt: skip
+        assert await slack.click_http(url, "wrong-secret", **click) == 401
+        stale = int(datetime.now(UTC).timestamp()) - 600
+        assert await slack.click_http(url, "sig-secret", timestamp=stale, **click) == 401
+        assert await ratings(http_bot) == []
+        assert await slack.click_http(url, "sig-secret", **click) == 200
+        await slack.wait_for(lambda: http_bot.feedback.handled >= 1, timeout=10)
+        (row,) = await ratings(http_bot)
+        assert row.rating == 1 and row.rater_id == ALICE
+    finally:
+        await http_bot.stop()

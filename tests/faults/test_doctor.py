@@ -387,3 +387,21 @@ async def test_a_silent_host_does_not_hang_doctor() -> None:
         "unreachable: no answer within the time limit"
     )
     assert "pw-of-the-bot" not in "\n".join(report.lines())
+
+
+async def test_oauth_install_needs_no_bot_token(d: Doctor) -> None:
+    """With the OAuth install settings (several workspaces), a missing SLACK_BOT_TOKEN is not
+    a failure: each workspace's token comes from its install."""
+    env = d.env(
+        SLACK_BOT_TOKEN=None,
+        SLACK_APP_TOKEN=None,
+        SLACK_SIGNING_SECRET="signing-secret-of-the-app",
+        SLACK_CLIENT_ID="1234.5678",
+        SLACK_CLIENT_SECRET="client-secret-of-the-app",
+        SLACK_STATE_SECRET="a-state-secret-of-at-least-32-characters",
+    )
+    code, out = await d.run(env)
+    assert line_of(out, "bot token").startswith("✓ bot token: OAuth install")
+    assert line_of(out, "scopes").startswith("– scopes: not checked")
+    assert "SLACK_BOT_TOKEN is not set" not in out
+    assert code == 0, out

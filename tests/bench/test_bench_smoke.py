@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.config import quick
 from bench.measure import CLASSIC
 from bench.run import run_bench
@@ -61,6 +63,9 @@ FIRST_WORDS_FIGURES = {
 EXPECTED_FIGURES |= FIRST_WORDS_FIGURES
 
 
+# About 45 s here; its waits are bounded (the replicas phase gives a killed replica's answers up
+# to 120 s), so a slow or stuck phase ends in an assertion naming it, not in the test timeout.
+@pytest.mark.timeout(300)
 async def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     """A tiny run of every phase answers every question and reports a value for each figure."""
     cfg = quick().replace(

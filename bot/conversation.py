@@ -756,7 +756,7 @@ class Answerer:
             state.fail(_error_kind(exc), type(exc).__name__, self.clock())
         finally:
             await asyncio.wait({processing})
-        if _stopped(state) or state.finished:
+        if state.finished:  # a stopped answer is finished too
             await self.sessions.set(
                 q.team_id, q.channel_id, q.reply_thread_ts, "active", user_id=q.user_id
             )
@@ -967,14 +967,13 @@ class Answerer:
         reply_ts = stream.reply_ts
         if reply_ts is None:
             return
-        status = ErrorKind.STOPPED.value if _stopped(state) else state.phase.value
         record = AnswerRecord(
             key=q.key,
             reply_ts=reply_ts,
             run_id=state.run_id,
             question=q.text[:QUESTION_MAX],
             answer=state.text[:QUESTION_MAX],
-            status=status,
+            status=_run_status(state),
             specialists=tuple(dict.fromkeys(d.agent for d in state.delegations)),
             sources=tuple(source_line(s) for s in state.sources),
             tokens=tokens(state.usage),
@@ -992,18 +991,17 @@ class Answerer:
             await self.store.record_run(
                 q.key,
                 run_id=state.run_id,
-                status=ErrorKind.STOPPED.value if _stopped(state) else state.phase.value,
+                status=_run_status(state),
                 trace=trace_record(state),
             )
         except StoreError as exc:
             log.error("store_record_failed", error=str(exc))
 
 
-def _take_sources(state: AnswerState, sources: asyncio.Task[list[Source]]) -> bool:
-    """Put the looked-up sources into `state` if the lookup is done; whether there are any."""
+def _take_sources(state: AnswerState, sources: asyncio.Task[list[Source]]) -> None:
+    """Put the looked-up sources into `state` if the lookup is done (and did not fail)."""
     if sources.done() and not sources.cancelled() and sources.exception() is None:
         state.sources = sources.result()
-    return bool(state.sources)
 
 
 def source_line(source: Source) -> str:
@@ -1019,6 +1017,11 @@ def source_line(source: Source) -> str:
 def _stopped(state: AnswerState) -> bool:
     """The user stopped this answer."""
     return state.error is not None and state.error.kind is ErrorKind.STOPPED
+
+
+def _run_status(state: AnswerState) -> str:
+    """How the run ended, for the store: done / failed / stopped."""
+    return ErrorKind.STOPPED.value if _stopped(state) else state.phase.value
 
 
 def _refusal(placing: asyncio.Task[SlackDeliveryError | None]) -> SlackDeliveryError | None:

@@ -324,12 +324,16 @@ class NativeAnswerStream(ThreadExtras):
         self._flusher = self.p.spawn_flusher(self)
         return None
 
-    async def _fall_back(self, state: AnswerState) -> str | None:
+    def _hand_to_classic(self) -> ClassicStream:
         """The classic stream carries this answer from now on (nothing was streamed)."""
         classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
         classic.on_posted = self.on_posted
         self._classic = classic
-        return await classic.start(state)
+        return classic
+
+    async def _fall_back(self, state: AnswerState) -> str | None:
+        """Start classically: a placeholder message where a notice must be one."""
+        return await self._hand_to_classic().start(state)
 
     def abandon(self) -> None:
         """Stop writing, without stopping the stream: another replica finishes this answer
@@ -606,10 +610,7 @@ class NativeAnswerStream(ThreadExtras):
         """The classic stream carries the answer from here; the thread's status shows
         already, so it goes straight to its first words (or the final notice)."""
         log.info(why, **fields)
-        classic = self.p.classic(self.team_id, self.channel, self.thread_ts)
-        classic.on_posted = self.on_posted
-        self._classic = classic
-        classic.resume(self._state)
+        self._hand_to_classic().resume(self._state)
         return False
 
     async def _posted(self, ts: str, *, native: bool = True) -> None:
